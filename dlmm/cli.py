@@ -1,0 +1,218 @@
+"""Command line: a thin layer over the Python API.
+
+Heavy modules (numpy, dask, xarray) are imported inside the commands, so
+``dlmm --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dlmm",
+        description="Dask-distributed linear mixed model association scans.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("scan", help="test every variant for association (LMM, LRT)",
+                       description="Fit y = X b + a + e, a ~ N(0, sa2 K), per variant by "
+                       "maximum likelihood and test it against the null model by an LRT.")
+    s.add_argument("genotypes", help="PLINK prefix (PREFIX.bed/.bim/.fam) or a whitespace "
+                   "text matrix (rows samples, columns variants, coded -1/0/1 or 0/1/2)")
+    s.add_argument("--pheno", help="phenotype file, one row per sample (GEMMA -p); "
+                   "default for PLINK: .fam column 6 on")
+    s.add_argument("--pheno-col", type=int, default=1,
+                   help="which phenotype column, 1-based (GEMMA -n); default 1")
+    s.add_argument("--kinship", help="kinship: GEMMA n x n text or .npy, all samples in "
+                   "genotype order; default: the centred GRM (= gemma -gk 1)")
+    s.add_argument("--covar", help="covariates, one row per sample, with the intercept "
+                   "column (GEMMA -c); default: intercept only")
+    s.add_argument("--solver", choices=("exact", "em"), default="exact",
+                   help="exact: profile ML over lambda (GEMMA -lmm 2); em: the classic EM")
+    s.add_argument("--em-start", choices=("classic", "null"), default="classic",
+                   help="EM start: classic (sa2=70, se2=10, b=0) or the ML null fit")
+    s.add_argument("--em-tol", type=float, default=1e-5, help="EM: stop when lnL gains less")
+    s.add_argument("--em-max-iter", type=int, default=100, help="EM: the lab's max.iter")
+    s.add_argument("--model", choices=("additive", "genotypic"), default="additive",
+                   help="additive (1 df) or additive + dominance (2 df)")
+    s.add_argument("--no-center-kinship", dest="center", action="store_false",
+                   help="use the kinship as given (GEMMA double-centres it)")
+    s.add_argument("--maf", type=float, default=0.01, help="minimum allele frequency (0.01)")
+    s.add_argument("--max-missing", type=float, default=0.05,
+                   help="maximum missing rate of a variant (0.05)")
+    s.add_argument("--chunk-size", type=int, default=10_000, help="variants per task")
+    s.add_argument("--scheduler", help="address of a running Dask scheduler "
+                   "(default: a local cluster on this machine)")
+    s.add_argument("--out", "-o", required=True,
+                   help="output prefix: writes PREFIX.assoc.tsv and PREFIX.log.txt")
+    s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+    d = sub.add_parser("demo", help="simulate a small family data set and scan it",
+                       description="Simulate (seeded) nuclear families with a few causal "
+                       "variants, write them as PLINK files and scan them with the GRM.")
+    d.add_argument("--out", "-o", default="dlmm-demo", help="output folder (dlmm-demo)")
+    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--families", type=int, default=150)
+    d.add_argument("--variants", type=int, default=20_000)
+    d.add_argument("--scheduler", help="address of a running Dask scheduler")
+    return p
+
+
+@contextlib.contextmanager
+def _client(address: str | None):
+    """The Dask client of a command: the given scheduler, or a local cluster."""
+    from distributed import Client, LocalCluster
+
+    if address:
+        with Client(address) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
+                      dashboard_address=":0", silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _load(args):
+    """Genotype Dataset, phenotype, kinship and covariates from the arguments."""
+    import numpy as np
+
+    from . import io
+    from .errors import InputError
+
+    g = args.genotypes
+    if Path(f"{g}.bed").exists() or Path(f"{g}.fam").exists():
+        ds = io.read_plink(g, chunk_size=args.chunk_size)
+        n = ds.sizes["samples"]
+        if args.pheno:
+            y, ysrc = io.read_phenotype(args.pheno, args.pheno_col, n), args.pheno
+        else:
+            y, ysrc = io.read_fam_phenotype(g, args.pheno_col), f"{g}.fam"
+    elif Path(g).is_file():
+        ds = io.read_text_genotypes(g, chunk_size=args.chunk_size)
+        n = ds.sizes["samples"]
+        if not args.pheno or not args.kinship:
+            raise InputError(g, "a text genotype matrix needs --pheno and --kinship",
+                             "give both (or use a PLINK prefix)")
+        y, ysrc = io.read_phenotype(args.pheno, args.pheno_col, n), args.pheno
+    else:
+        raise InputError(g, "no PLINK fileset (.bed/.bim/.fam) or text matrix of that name",
+                         "give a PLINK prefix without extension, or a text matrix file")
+    K = io.read_kinship(args.kinship, n) if args.kinship else None
+    W = io.read_covariates(args.covar, n) if args.covar else None
+    if W is not None and not (np.ptp(W[~np.isnan(W).any(axis=1)], axis=0) == 0).any():
+        print(f"warning: {args.covar}: no constant column; GEMMA's convention is to include "
+              "the intercept as a column of 1s", file=sys.stderr)
+    return ds, y, ysrc, K, W
+
+
+def _count_lines(attrs, n_variants: int, n_tested: int | None) -> list[str]:
+    lines = [
+        f"## number of total individuals = {attrs['n_samples_total']}",
+        f"## number of analyzed individuals = {attrs['n_analysed']}",
+        f"## number of covariates = {attrs['n_covariates']}",
+        f"## number of total SNPs/var = {n_variants}",
+    ]
+    if n_tested is not None:
+        lines.append(f"## number of analyzed SNPs/var = {n_tested}")
+    return lines
+
+
+def _null_lines(a) -> list[str]:
+    """The null fit, printed as GEMMA's log prints it (6 significant digits)."""
+    lines = [
+        f"## REMLE log-likelihood in the null model = {a['remle_logl_null']:.6g}",
+        f"## MLE log-likelihood in the null model = {a['mle_logl_null']:.6g}",
+        f"## pve estimate in the null model = {a['pve_null']:.6g}",
+        f"## se(pve) in the null model = {a['pve_se_null']:.6g}",
+        f"## vg estimate in the null model = {a['vg_null']:.6g}",
+        f"## ve estimate in the null model = {a['ve_null']:.6g}",
+        f"## REMLE lambda in the null model = {a['remle_lambda_null']:.6g}",
+        f"## MLE lambda in the null model = {a['mle_lambda_null']:.6g}",
+        f"## MLE sigma_sq_a in the null model = {a['mle_sigma_sq_a_null']:.6g}",
+        f"## MLE sigma_sq_e in the null model = {a['mle_sigma_sq_e_null']:.6g}",
+    ]
+    if a["solver"] == "em":
+        lines.append(f"## EM log-likelihood in the null model = {a['em_logl_null']:.6g}")
+    return lines
+
+
+def run_scan(ds, y, *, out: str, overwrite: bool = False, scheduler: str | None = None,
+             kinship=None, covariates=None, sources=None, **options) -> tuple[Path, object]:
+    """Driver shared by ``dlmm scan`` and ``dlmm demo``: scan, compute, write."""
+    from . import scan as scan_mod
+    from . import store
+    from .errors import InputError
+
+    tsv = Path(f"{out}.assoc.tsv")
+    log = Path(f"{out}.log.txt")
+    for p in (tsv, log):
+        if p.exists() and not overwrite:
+            raise InputError(p, "output exists", "pass --overwrite or choose another --out")
+    if not tsv.parent.is_dir():
+        raise InputError(tsv.parent, "output folder does not exist", "create it first")
+    t0 = time.perf_counter()
+    with _client(scheduler) as client:
+        print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+        res = scan_mod.scan(ds, y, kinship=kinship, covariates=covariates, **options,
+                            **(sources or {}))
+        m = ds.sizes["variants"]
+        print("\n".join(_count_lines(res.attrs, m, None) + _null_lines(res.attrs)))
+        from distributed import progress
+
+        res = res.persist()
+        if sys.stderr.isatty():
+            progress(res)
+        res = res.compute()
+    n_tested = int(res["variant_lmm_tested"].sum())
+    lines = _count_lines(res.attrs, m, n_tested) + _null_lines(res.attrs)
+    store.write_tsv(res, tsv)
+    lines.append(f"## total computation time = {(time.perf_counter() - t0) / 60:.6g} min")
+    tmp = log.with_name(log.name + ".partial")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, log)
+    print(lines[4])
+    print(f"results: {tsv}\nlog: {log}")
+    return tsv, res
+
+
+def _scan(args) -> int:
+    ds, y, ysrc, K, W = _load(args)
+    run_scan(ds, y, out=args.out, overwrite=args.overwrite, scheduler=args.scheduler,
+             kinship=K, covariates=W, model=args.model, solver=args.solver,
+             em_start=args.em_start, center=args.center, maf=args.maf,
+             max_missing=args.max_missing, em_tol=args.em_tol, em_max_iter=args.em_max_iter,
+             sources={"phenotype_source": ysrc, "kinship_source": args.kinship or "kinship"})
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, seed=args.seed, n_families=args.families, n_variants=args.variants,
+             scheduler=args.scheduler)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dlmm`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    from .errors import InputError
+
+    try:
+        return {"scan": _scan, "demo": _demo}[args.command](args)
+    except InputError as e:
+        print(f"dlmm: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

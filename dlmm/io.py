@@ -1,0 +1,266 @@
+"""Readers: PLINK and text genotypes into a VCF Zarr / sgkit-style Dataset,
+phenotypes, covariates and kinship matrices into validated numpy arrays.
+
+Genotype Datasets have dims ``variants`` and ``samples`` and hold
+``call_dosage`` (variants, samples; float32 count of ``variant_allele[:, 1]``,
+NaN where missing) as a lazy dask array chunked along ``variants``, with
+``variant_contig`` (index into ``contig_id``), ``variant_position``,
+``variant_id``, ``variant_allele`` and ``sample_id``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .errors import InputError
+
+__all__ = [
+    "read_plink",
+    "read_text_genotypes",
+    "read_fam_phenotype",
+    "read_phenotype",
+    "read_covariates",
+    "read_kinship",
+    "genotype_dataset",
+]
+
+DEFAULT_CHUNK = 10_000
+_MISSING = {"NA", "na", "NaN", "nan", "-9", "-9.0", "."}
+
+
+def _need_file(path: str | os.PathLike, what: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, f"{what} file not found", "check the path")
+    if not os.access(p, os.R_OK):
+        raise InputError(p, f"{what} file is not readable", "check its permissions")
+    return p
+
+
+def _read_table(path: Path, what: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep=r"\s+", header=None, dtype=str, comment=None,
+                           keep_default_na=False, engine="python")
+    except pd.errors.EmptyDataError:
+        raise InputError(path, f"the {what} file is empty", "give a non-empty file") from None
+
+
+def _to_float(df: pd.DataFrame, path: Path, what: str) -> np.ndarray:
+    vals = df.to_numpy(dtype=str)
+    out = np.full(vals.shape, np.nan)
+    miss = np.isin(vals, list(_MISSING))
+    try:
+        out[~miss] = vals[~miss].astype(np.float64)
+    except ValueError:
+        bad = next(v for v in vals[~miss].ravel() if not _is_number(v))
+        r, c = np.argwhere(vals == bad)[0]
+        raise InputError(path, f"{what}: non-numeric value {bad!r} at line {r + 1}, column {c + 1}",
+                         "use numbers, with NA or -9 for missing") from None
+    return out
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+def genotype_dataset(dosage, *, sample_id, variant_id, variant_contig, contig_id,
+                     variant_position, variant_allele) -> xr.Dataset:
+    """Assemble a genotype Dataset in the VCF Zarr / sgkit layout.
+
+    Parameters
+    ----------
+    dosage : (variants, samples) array (numpy or dask), NaN for missing.
+    sample_id : (samples,) str.  variant_id : (variants,) str.
+    variant_contig : (variants,) int index into ``contig_id`` (contigs,) str.
+    variant_position : (variants,) int.  variant_allele : (variants, 2) str,
+        ``[:, 1]`` is the allele counted by the dosage.
+    """
+    return xr.Dataset(
+        {
+            "call_dosage": (("variants", "samples"), dosage),
+            "sample_id": (("samples",), np.asarray(sample_id, dtype=object)),
+            "variant_id": (("variants",), np.asarray(variant_id, dtype=object)),
+            "variant_contig": (("variants",), np.asarray(variant_contig, dtype=np.int32)),
+            "contig_id": (("contigs",), np.asarray(contig_id, dtype=object)),
+            "variant_position": (("variants",), np.asarray(variant_position, dtype=np.int64)),
+            "variant_allele": (("variants", "alleles"), np.asarray(variant_allele, dtype=object)),
+        }
+    )
+
+
+def _read_bed_block(path: str, n_samples: int, n_variants: int, start: int, stop: int) -> np.ndarray:
+    from bed_reader import open_bed
+
+    with open_bed(path, iid_count=n_samples, sid_count=n_variants,
+                  properties={"iid": [""] * n_samples, "sid": [""] * n_variants}) as bed:
+        block = bed.read(index=np.s_[:, start:stop], dtype="float32", num_threads=1)
+    return np.ascontiguousarray(block.T)
+
+
+def read_fam(prefix: str | os.PathLike) -> pd.DataFrame:
+    """The .fam table (all columns as strings; columns 6.. are phenotypes)."""
+    fam = _read_table(_need_file(f"{prefix}.fam", "PLINK .fam"), "PLINK .fam")
+    if fam.shape[1] < 6:
+        raise InputError(f"{prefix}.fam", f"has {fam.shape[1]} columns, a .fam needs 6",
+                         "give FID IID father mother sex phenotype")
+    return fam
+
+
+def read_plink(prefix: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK) -> xr.Dataset:
+    """Open PLINK ``prefix.bed/.bim/.fam`` as a lazy genotype Dataset.
+
+    The dosage counts the first allele of the .bim (column 5, PLINK's A1,
+    GEMMA's ``allele1``), chunked by ``chunk_size`` variants.
+    """
+    import dask
+    import dask.array as da
+
+    bed = _need_file(f"{prefix}.bed", "PLINK .bed")
+    bim_path = _need_file(f"{prefix}.bim", "PLINK .bim")
+    fam = read_fam(prefix)
+    bim = _read_table(bim_path, "PLINK .bim")
+    if bim.shape[1] != 6:
+        raise InputError(bim_path, f"has {bim.shape[1]} columns, a .bim needs 6",
+                         "give chr id cM position allele1 allele2")
+    n, m = len(fam), len(bim)
+    expected = 3 + m * ((n + 3) // 4)
+    with open(bed, "rb") as fh:
+        magic = fh.read(3)
+    if magic != b"\x6c\x1b\x01" or bed.stat().st_size != expected:
+        raise InputError(bed, f"not a variant-major .bed for {n} samples x {m} variants "
+                         f"(size {bed.stat().st_size}, expected {expected})",
+                         "regenerate the .bed/.bim/.fam together with plink --make-bed")
+    contigs, contig_idx = np.unique(bim[0].to_numpy(), return_inverse=True)
+    order = sorted(range(len(contigs)), key=lambda i: _contig_key(contigs[i]))
+    rank = np.empty(len(order), dtype=int)
+    rank[order] = np.arange(len(order))
+    try:
+        position = bim[3].astype(np.int64).to_numpy()
+    except ValueError:
+        raise InputError(bim_path, "column 4 (position) is not an integer",
+                         "fix the .bim positions") from None
+    blocks = []
+    for start in range(0, m, chunk_size):
+        stop = min(start + chunk_size, m)
+        read = dask.delayed(_read_bed_block, pure=True)(str(bed), n, m, start, stop)
+        blocks.append(da.from_delayed(read, shape=(stop - start, n), dtype=np.float32))
+    dosage = da.concatenate(blocks, axis=0) if blocks else da.zeros((0, n), dtype=np.float32)
+    return genotype_dataset(
+        dosage, sample_id=fam[1].to_numpy(), variant_id=bim[1].to_numpy(),
+        variant_contig=rank[contig_idx], contig_id=contigs[order],
+        variant_position=position, variant_allele=bim[[5, 4]].to_numpy(),
+    ).assign(sample_family_id=(("samples",), fam[0].to_numpy().astype(object)))
+
+
+def _contig_key(name: str):
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+def read_text_genotypes(path: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK) -> xr.Dataset:
+    """Read the lab's whitespace text matrix (rows samples, columns variants).
+
+    Coded -1/0/1 (shifted to 0/1/2) or 0/1/2; NA or -9 for missing.  Variants
+    are named ``snp1..snpM`` on contig ``0`` at their 1-based column index.
+    """
+    import dask.array as da
+
+    p = _need_file(path, "genotype")
+    x = _to_float(_read_table(p, "genotype"), p, "genotype")
+    obs = x[~np.isnan(x)]
+    if obs.size and obs.min() < 0:
+        allowed, shift = (-1.0, 0.0, 1.0), 1.0
+    else:
+        allowed, shift = (0.0, 1.0, 2.0), 0.0
+    bad = ~np.isnan(x) & ~np.isin(x, allowed)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise InputError(p, f"genotype value {x[r, c]:g} at line {r + 1}, column {c + 1} is "
+                         f"outside the coding {'/'.join(f'{a:g}' for a in allowed)}",
+                         "code genotypes as -1/0/1 or 0/1/2, NA for missing")
+    n, m = x.shape
+    dosage = da.from_array(np.ascontiguousarray((x + shift).T.astype(np.float32)),
+                           chunks=(chunk_size, n))
+    return genotype_dataset(
+        dosage, sample_id=[f"sample{i + 1}" for i in range(n)],
+        variant_id=[f"snp{j + 1}" for j in range(m)], variant_contig=np.zeros(m, int),
+        contig_id=["0"], variant_position=np.arange(1, m + 1),
+        variant_allele=np.array([["0", "1"]] * m, dtype=object).reshape(m, 2))
+
+
+def _pick_column(values: np.ndarray, col: int, path, what: str) -> np.ndarray:
+    if not 1 <= col <= values.shape[1]:
+        raise InputError(path, f"--pheno-col {col} is out of range: the {what} has "
+                         f"{values.shape[1]} phenotype column(s)",
+                         f"give --pheno-col between 1 and {values.shape[1]}")
+    return values[:, col - 1]
+
+
+def read_fam_phenotype(prefix: str | os.PathLike, col: int = 1) -> np.ndarray:
+    """Phenotype ``col`` (1-based, as GEMMA's ``-n``) from .fam columns 6...
+
+    NA and -9 become NaN.
+    """
+    fam = read_fam(prefix)
+    vals = _to_float(fam.iloc[:, 5:], Path(f"{prefix}.fam"), "phenotype")
+    return _pick_column(vals, col, f"{prefix}.fam", ".fam")
+
+
+def read_phenotype(path: str | os.PathLike, col: int = 1, n_samples: int | None = None) -> np.ndarray:
+    """GEMMA's phenotype file: one row per sample, one column per phenotype."""
+    p = _need_file(path, "phenotype")
+    vals = _to_float(_read_table(p, "phenotype"), p, "phenotype")
+    if n_samples is not None and vals.shape[0] != n_samples:
+        raise InputError(p, f"has {vals.shape[0]} rows but the genotypes have {n_samples} samples",
+                         "give one phenotype row per sample, in the genotype file's order")
+    return _pick_column(vals, col, p, "phenotype file")
+
+
+def read_covariates(path: str | os.PathLike, n_samples: int | None = None) -> np.ndarray:
+    """GEMMA's covariate file: one row per sample; include the intercept column."""
+    p = _need_file(path, "covariate")
+    vals = _to_float(_read_table(p, "covariate"), p, "covariate")
+    if n_samples is not None and vals.shape[0] != n_samples:
+        raise InputError(p, f"has {vals.shape[0]} rows but the genotypes have {n_samples} samples",
+                         "give one covariate row per sample, in the genotype file's order")
+    return vals
+
+
+def read_kinship(path: str | os.PathLike, n_samples: int | None = None) -> np.ndarray:
+    """A kinship matrix: GEMMA's whitespace n x n text, or ``.npy``."""
+    p = _need_file(path, "kinship")
+    if p.suffix == ".npy":
+        K = np.load(p).astype(np.float64)
+    else:
+        try:
+            K = np.loadtxt(p, dtype=np.float64, ndmin=2)
+        except ValueError as e:
+            raise InputError(p, f"kinship is not a numeric matrix ({e})",
+                             "give GEMMA's whitespace n x n text") from None
+    return validate_kinship(K, p, n_samples)
+
+
+def validate_kinship(K: np.ndarray, source, n_samples: int | None = None) -> np.ndarray:
+    """Check a kinship is square, finite, symmetric and matches the samples."""
+    K = np.asarray(K, dtype=np.float64)
+    if K.ndim != 2 or K.shape[0] != K.shape[1]:
+        raise InputError(source, f"kinship is {'x'.join(map(str, K.shape))}, not square",
+                         "give an n x n matrix")
+    if n_samples is not None and K.shape[0] != n_samples:
+        raise InputError(source, f"kinship is {K.shape[0]} x {K.shape[0]} but the genotypes "
+                         f"have {n_samples} samples",
+                         "give the kinship of all genotype samples, in their order")
+    if not np.isfinite(K).all():
+        raise InputError(source, "kinship has NaN or Inf entries", "recompute the kinship")
+    scale = max(np.abs(K).max(), 1e-300)
+    if np.abs(K - K.T).max() > 1e-6 * scale:
+        raise InputError(source, "kinship is not symmetric", "give a symmetric matrix")
+    return K

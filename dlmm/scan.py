@@ -1,0 +1,181 @@
+"""The scan: the thin Dask layer that maps the per-block kernel over variants.
+
+Set-up (phenotype alignment, kinship, its eigendecomposition and the null
+fit) runs once on the client; the eigenvectors and null quantities enter the
+graph once, as one key every block task depends on; each variant chunk is one
+task: read, filter, impute, rotate, fit, LRT.  The result is a lazy
+``xarray.Dataset`` over ``variants``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from . import kernels
+from .errors import InputError
+from .nullmodel import NullModel, fit_null_model
+
+__all__ = ["scan", "prepare"]
+
+_OUTPUT_NAMES = {
+    "n_miss": "variant_n_missing",
+    "af": "variant_allele_frequency",
+    "tested": "variant_lmm_tested",
+    "logl_H1": "variant_lmm_logl",
+    "l_mle": "variant_lmm_lambda",
+    "lrt": "variant_lmm_lrt_statistic",
+    "p_lrt": "variant_lmm_p_value",
+    "beta": "variant_lmm_beta",
+    "se": "variant_lmm_beta_se",
+    "beta_dom": "variant_lmm_beta_dominance",
+    "se_dom": "variant_lmm_beta_dominance_se",
+    "sigma_sq_a": "variant_lmm_sigma_sq_a",
+    "sigma_sq_e": "variant_lmm_sigma_sq_e",
+    "iterations": "variant_lmm_iterations",
+}
+
+
+def _validate_phenotype(y: np.ndarray, n: int, source: str) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape != (n,):
+        raise InputError(source, f"phenotype has shape {y.shape}, the genotypes have {n} samples",
+                         "give one phenotype value per genotype sample")
+    if np.isinf(y).any():
+        raise InputError(source, "phenotype has infinite values", "use NA for missing values")
+    obs = y[~np.isnan(y)]
+    if obs.size == 0:
+        raise InputError(source, "phenotype is missing for every sample",
+                         "check the phenotype column (--pheno-col)")
+    if np.ptp(obs) == 0:
+        raise InputError(source, f"phenotype is constant ({obs[0]:g}) on the analysed samples",
+                         "pick a phenotype that varies")
+    return y
+
+
+def prepare(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = None,
+            covariates: np.ndarray | None = None, center: bool = True,
+            solver: str = "exact", maf: float = 0.01, max_missing: float = 0.05,
+            em_tol: float = 1e-5, em_max_iter: int = 100,
+            phenotype_source: str = "phenotype", kinship_source: str = "kinship"
+            ) -> tuple[np.ndarray, NullModel]:
+    """Set up a scan: analysed samples, kinship, eigendecomposition, null fit.
+
+    Returns ``(samples, null)``: the (samples,) bool mask of analysed samples
+    (non-missing phenotype and covariates) and the :class:`NullModel`.
+    Computes the GRM (one pass over the genotypes) when ``kinship`` is None.
+    """
+    from .io import validate_kinship
+    from .kinship import grm
+
+    n_all = ds.sizes["samples"]
+    y = _validate_phenotype(phenotype, n_all, phenotype_source)
+    samples = ~np.isnan(y)
+    if covariates is None:
+        W_all = np.ones((n_all, 1))
+    else:
+        W_all = np.asarray(covariates, dtype=np.float64)
+        if W_all.ndim != 2 or W_all.shape[0] != n_all:
+            raise InputError("covariates", f"covariates have shape {W_all.shape}, expected "
+                             f"({n_all}, c)", "give one covariate row per genotype sample")
+        samples &= ~np.isnan(W_all).any(axis=1)
+    n = int(samples.sum())
+    W = W_all[samples]
+    if n < W.shape[1] + 2:
+        raise InputError(phenotype_source, f"only {n} analysed samples for {W.shape[1]} "
+                         "covariates", "give at least covariates + 2 samples with data")
+    if np.linalg.matrix_rank(W) < W.shape[1]:
+        raise InputError("covariates", "covariate columns are collinear",
+                         "drop redundant covariate columns")
+    if kinship is None:
+        K = grm(ds, samples, W, maf=maf, max_missing=max_missing).values
+    else:
+        K = validate_kinship(kinship, kinship_source, n_all)
+    K = K[np.ix_(samples, samples)]
+    if center:
+        K = kernels.center_kinship(K)
+    null = fit_null_model(y[samples], W, K, em=(solver == "em"), em_tol=em_tol,
+                          em_max_iter=em_max_iter)
+    return samples, null
+
+
+def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = None,
+         covariates: np.ndarray | None = None, model: str = "additive",
+         solver: str = "exact", em_start: str = "classic", center: bool = True,
+         maf: float = 0.01, max_missing: float = 0.05, em_tol: float = 1e-5,
+         em_max_iter: int = 100, null: tuple[np.ndarray, NullModel] | None = None,
+         **sources) -> xr.Dataset:
+    """LMM association scan of every variant, lazy over variant chunks.
+
+    Parameters
+    ----------
+    ds : genotype Dataset (``call_dosage`` (variants, samples), chunked along
+        variants; ``variant_*``, ``sample_id``).
+    phenotype : (samples,) trait, NaN where missing (those samples are dropped).
+    kinship : (samples, samples) kinship; default the centred GRM (GEMMA -gk 1).
+    covariates : (samples, c) covariates *including* the intercept column
+        (default: intercept only).
+    model : "additive" (1-df LRT) or "genotypic" (additive + dominance, 2 df).
+    solver : "exact" (profile ML over lambda, GEMMA -lmm 2) or "em" (classic EM).
+    em_start : "classic" (sa2=70, se2=10, b=0) or "null" (the ML null fit).
+    center : double-centre the analysed kinship, as GEMMA does.
+    maf, max_missing : GEMMA's variant filters on the analysed samples.
+    null : a ``(samples, NullModel)`` from :func:`prepare`, to skip set-up.
+
+    Returns
+    -------
+    Dataset over ``variants``: ``variant_lmm_p_value``, ``variant_lmm_beta``,
+    ``variant_lmm_logl``, ... (lazy dask arrays), the input's ``variant_*``
+    coordinates, and the null model's figures in ``attrs``.
+    """
+    import dask
+    import dask.array as da
+
+    if model not in ("additive", "genotypic"):
+        raise InputError("--model", f"unknown model {model!r}", "use additive or genotypic")
+    if solver not in ("exact", "em"):
+        raise InputError("--solver", f"unknown solver {solver!r}", "use exact or em")
+    if em_start not in ("classic", "null"):
+        raise InputError("--em-start", f"unknown start {em_start!r}", "use classic or null")
+    if null is None:
+        null = prepare(ds, phenotype, kinship=kinship, covariates=covariates, center=center,
+                       solver=solver, maf=maf, max_missing=max_missing, em_tol=em_tol,
+                       em_max_iter=em_max_iter, **sources)
+    samples, nm = null
+    null_fit = nm.em if solver == "em" else nm.ml
+    null_start = None
+    if solver == "em" and em_start == "null":
+        null_start = (nm.ml.beta[0], nm.ml.sigma_sq_a[0], nm.ml.sigma_sq_e[0])
+    shared = dask.delayed(
+        {"samples": samples, "U": nm.U, "s": nm.s, "W": nm.W, "Wr": nm.Wr, "yr": nm.yr,
+         "logl_null": float(null_fit.logl[0]), "null_start": null_start}, pure=True)
+    dosage = ds["call_dosage"].data
+    if not isinstance(dosage, da.Array):
+        dosage = da.from_array(dosage, chunks=(10_000, -1))
+    dosage = dosage.rechunk({1: -1})
+    cols = kernels.result_columns(model)
+    out = dosage.map_blocks(_block, shared, model=model, solver=solver, maf=maf,
+                            max_missing=max_missing, em_tol=em_tol, em_max_iter=em_max_iter,
+                            chunks=(dosage.chunks[0], (len(cols),)), dtype=np.float64)
+    data = {}
+    for i, c in enumerate(cols):
+        col = out[:, i]
+        if c == "n_miss":
+            col = col.astype(np.int64)
+        elif c == "tested":
+            col = col.astype(bool)
+        data[_OUTPUT_NAMES[c]] = (("variants",), col)
+    keep = [v for v in ("variant_id", "variant_contig", "variant_position", "variant_allele",
+                        "contig_id") if v in ds]
+    res = xr.Dataset(data).assign({v: ds[v] for v in keep})
+    summary = nm.summary()
+    summary.update(model=model, solver=solver, n_samples_total=int(ds.sizes["samples"]),
+                   em_start=em_start if solver == "em" else "")
+    if solver == "em":
+        summary["em_logl_null"] = float(nm.em.logl[0])
+    res.attrs.update(summary)
+    return res
+
+
+def _block(dosage, shared, **kw):
+    return kernels.scan_block(dosage, **shared, **kw)
