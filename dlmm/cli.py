@@ -159,6 +159,7 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, scheduler: str | None 
             raise InputError(p, "output exists", "pass --overwrite or choose another --out")
     if not tsv.parent.is_dir():
         raise InputError(tsv.parent, "output folder does not exist", "create it first")
+    scan_mod.validate_inputs(ds, y, kinship=kinship, covariates=covariates, **(sources or {}))
     t0 = time.perf_counter()
     with _client(scheduler) as client:
         print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)

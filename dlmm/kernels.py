@@ -172,6 +172,21 @@ def variant_design(dosage: np.ndarray, model: str) -> np.ndarray:
     raise ValueError(f"model must be 'additive' or 'genotypic', not {model!r}")
 
 
+def _has_dominance(dosage: np.ndarray, rtol: float = 1e-8) -> np.ndarray:
+    """(m,) bool: the dominance column is not a linear function of the dosage.
+
+    With fewer than three genotype classes ``1 - |x - 1|`` is collinear with
+    the intercept and ``x``; such variants cannot take a 2-df test.
+    """
+    d = dominance(dosage)
+    xc = dosage - dosage.mean(axis=1, keepdims=True)
+    dc = d - d.mean(axis=1, keepdims=True)
+    sxx, sdd, sxd = (xc * xc).sum(1), (dc * dc).sum(1), (xc * dc).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        resid = sdd - np.where(sxx > 0, sxd * sxd / sxx, 0.0)
+    return resid > rtol * np.maximum(sdd, 1e-300)
+
+
 def grm_block(dosage: np.ndarray, use: np.ndarray, standardise: bool = False) -> np.ndarray:
     """One block's contribution to a GRM (GEMMA ``-gk 1`` / ``-gk 2``).
 
@@ -477,7 +492,8 @@ def fit_em(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
     In rotated coordinates the lab's dense algebra becomes diagonal:
     E-step ``w = s / (s + se2/sa2)`` (0 where s = 0), ``a = w (y - X b)``,
     ``V = se2 w``; M-step ``b = (X'X)^-1 X'(y - a)``,
-    ``sa2 = (sum a^2/s + sum V/s) / n`` over s > 0,
+    ``sa2 = (sum a^2/s + sum V/s) / r`` over s > 0, r = #(s > 0) (the
+    lab's n when A is non-singular),
     ``se2 = (|y - X b - a|^2 + sum V) / n``.
 
     The stopping rule and return values are the lab's: the loop counter starts
@@ -507,6 +523,10 @@ def fit_em(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
     XtX_inv = np.linalg.pinv(XtX)
     pos = s > 0
     s_safe = np.where(pos, s, 1.0)
+    # a ~ N(0, sa2 A) lives in the span of A: E[a' A^+ a] = sa2 rank(A).  The
+    # lab divides by n, which is rank(A) for its non-singular A; with a
+    # singular (centred) GRM dividing by n would not reach the ML estimate.
+    rank = int(pos.sum())
     if start is None:
         beta = np.zeros((m, c))
         sa2 = np.full(m, 70.0)
@@ -539,7 +559,7 @@ def fit_em(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
         ya = y - a
         Xty = np.concatenate([ya @ W, np.einsum("mkn,mn->mk", X[active], ya)], axis=1)
         b = np.einsum("mab,mb->ma", XtX_inv[active], Xty)
-        va = (np.where(pos, (a * a + V) / s_safe, 0.0)).sum(-1) / n
+        va = (np.where(pos, (a * a + V) / s_safe, 0.0)).sum(-1) / rank
         res = y - fitted(active, b) - a
         ve = ((res * res).sum(-1) + V.sum(-1)) / n
         beta[active], sa2[active], se2[active] = b, va, ve
@@ -644,6 +664,9 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     out = np.full((x.shape[0], len(cols)), np.nan)
     out[:, 0], out[:, 1], out[:, 2] = st["n_miss"], st["af"], st["tested"]
     t = st["tested"]
+    if model == "genotypic":
+        t &= _has_dominance(impute_mean(x, st["mean"]))
+        out[:, 2] = t
     if not t.any():
         return out
     xt = impute_mean(x[t], st["mean"][t])

@@ -16,7 +16,7 @@ from . import kernels
 from .errors import InputError
 from .nullmodel import NullModel, fit_null_model
 
-__all__ = ["scan", "prepare"]
+__all__ = ["scan", "prepare", "validate_inputs"]
 
 _OUTPUT_NAMES = {
     "n_miss": "variant_n_missing",
@@ -53,20 +53,16 @@ def _validate_phenotype(y: np.ndarray, n: int, source: str) -> np.ndarray:
     return y
 
 
-def prepare(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = None,
-            covariates: np.ndarray | None = None, center: bool = True,
-            solver: str = "exact", maf: float = 0.01, max_missing: float = 0.05,
-            em_tol: float = 1e-5, em_max_iter: int = 100,
-            phenotype_source: str = "phenotype", kinship_source: str = "kinship"
-            ) -> tuple[np.ndarray, NullModel]:
-    """Set up a scan: analysed samples, kinship, eigendecomposition, null fit.
+def validate_inputs(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = None,
+                    covariates: np.ndarray | None = None, phenotype_source: str = "phenotype",
+                    kinship_source: str = "kinship"):
+    """Check the inputs of a scan at the boundary (cheap: no genotype is read).
 
-    Returns ``(samples, null)``: the (samples,) bool mask of analysed samples
-    (non-missing phenotype and covariates) and the :class:`NullModel`.
-    Computes the GRM (one pass over the genotypes) when ``kinship`` is None.
+    Returns ``(y, samples, W, K)``: the phenotype (samples,), the analysed
+    samples' mask (non-missing phenotype and covariates), their covariates
+    (n, c) and the validated kinship (samples, samples) or None.
     """
     from .io import validate_kinship
-    from .kinship import grm
 
     n_all = ds.sizes["samples"]
     y = _validate_phenotype(phenotype, n_all, phenotype_source)
@@ -87,10 +83,29 @@ def prepare(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None
     if np.linalg.matrix_rank(W) < W.shape[1]:
         raise InputError("covariates", "covariate columns are collinear",
                          "drop redundant covariate columns")
-    if kinship is None:
+    K = None if kinship is None else validate_kinship(kinship, kinship_source, n_all)
+    return y, samples, W, K
+
+
+def prepare(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = None,
+            covariates: np.ndarray | None = None, center: bool = True,
+            solver: str = "exact", maf: float = 0.01, max_missing: float = 0.05,
+            em_tol: float = 1e-5, em_max_iter: int = 100,
+            phenotype_source: str = "phenotype", kinship_source: str = "kinship"
+            ) -> tuple[np.ndarray, NullModel]:
+    """Set up a scan: analysed samples, kinship, eigendecomposition, null fit.
+
+    Returns ``(samples, null)``: the (samples,) bool mask of analysed samples
+    (non-missing phenotype and covariates) and the :class:`NullModel`.
+    Computes the GRM (one pass over the genotypes) when ``kinship`` is None.
+    """
+    from .kinship import grm
+
+    y, samples, W, K = validate_inputs(ds, phenotype, kinship=kinship, covariates=covariates,
+                                       phenotype_source=phenotype_source,
+                                       kinship_source=kinship_source)
+    if K is None:
         K = grm(ds, samples, W, maf=maf, max_missing=max_missing).values
-    else:
-        K = validate_kinship(kinship, kinship_source, n_all)
     K = K[np.ix_(samples, samples)]
     if center:
         K = kernels.center_kinship(K)

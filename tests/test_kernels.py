@@ -1,0 +1,120 @@
+"""Solver properties on seeded simulations (independent checks, no stored numbers)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import optimize
+
+from dlmm import kernels
+from dlmm.simulate import simulate_families
+
+
+def _setup(K, y, dosage, center=False, model="additive"):
+    if center:
+        K = kernels.center_kinship(K)
+    s, U = kernels.eigh_kinship(K)
+    n = y.size
+    W = np.ones((n, 1))
+    X = kernels.variant_design(dosage, model)
+    m, k, _ = X.shape
+    Xr = kernels.rotate(U, X.reshape(m * k, n)).reshape(m, k, n)
+    return s, kernels.rotate(U, W.T).T, kernels.rotate(U, y), Xr
+
+
+def _grm(dosage):
+    x = dosage - dosage.mean(axis=1, keepdims=True)
+    return x.T @ x / x.shape[0]
+
+
+def _sim(seed=3, m=40):
+    return simulate_families(n_families=40, n_children=3, n_variants=m, n_causal=3, effect=0.8,
+                             sigma_sq_a=1.5, sigma_sq_e=1.0, mean=0.0, seed=seed)
+
+
+def _profile_logl(t, s, W, y, x):
+    """Independent ML profile: dense GLS at lambda = exp(t) (no shared code)."""
+    lam = np.exp(t)
+    h = lam * s + 1.0
+    X = np.column_stack([W, x]) if x is not None else W
+    Xw = X / h[:, None]
+    b = np.linalg.solve(X.T @ Xw, Xw.T @ y)
+    r = y - X @ b
+    n = y.size
+    se2 = (r * r / h).sum() / n
+    return -0.5 * (n * np.log(2 * np.pi * se2) + np.log(h).sum() + n)
+
+
+@pytest.mark.parametrize("kin", ["pedigree", "centred_grm"])
+@pytest.mark.parametrize("model", ["additive", "genotypic"])
+def test_exact_is_the_ml_optimum(kin, model):
+    sim = _sim()
+    K = sim["kinship"] if kin == "pedigree" else _grm(sim["dosage"])
+    dosage = sim["dosage"]
+    if model == "genotypic":  # a 2-df fit needs all three genotype classes
+        dosage = dosage[[len(np.unique(r)) == 3 for r in dosage]]
+    s, Wr, yr, Xr = _setup(K, sim["phenotype"], dosage, center=kin != "pedigree",
+                           model=model)
+    fit = kernels.fit_exact(s, Wr, yr, Xr)
+    lo, hi = kernels.LOG_LAMBDA_BOUNDS
+    for j in range(0, Xr.shape[0], 7):
+        x = Xr[j].T
+        grid = np.linspace(lo, hi, 401)
+        vals = [_profile_logl(t, s, Wr, yr, x) for t in grid]
+        t0 = grid[int(np.argmax(vals))]
+        res = optimize.minimize_scalar(lambda t: -_profile_logl(t, s, Wr, yr, x),
+                                       bounds=(max(lo, t0 - 0.1), min(hi, t0 + 0.1)),
+                                       method="bounded", options={"xatol": 1e-9})
+        assert fit.logl[j] >= -res.fun - 1e-9
+        assert fit.logl[j] == pytest.approx(-res.fun, abs=1e-7)
+        assert fit.logl[j] == pytest.approx(_profile_logl(np.log(fit.lam[j]), s, Wr, yr, x),
+                                            abs=1e-9)
+
+
+@pytest.mark.parametrize("kin", ["pedigree", "centred_grm"])
+def test_em_from_null_agrees_with_exact(kin):
+    """EM started at the null fit, run to a tight tolerance, reaches the exact LRT."""
+    sim = _sim(seed=5)
+    K = sim["kinship"] if kin == "pedigree" else _grm(sim["dosage"])
+    s, Wr, yr, Xr = _setup(K, sim["phenotype"], sim["dosage"], center=kin != "pedigree")
+    if kin == "centred_grm":
+        assert (s == 0).sum() >= 1  # singular kinship
+    n = s.size
+    null_x = np.zeros((1, 0, n))
+    null = kernels.fit_exact(s, Wr, yr, null_x)
+    ex = kernels.fit_exact(s, Wr, yr, Xr)
+    start = (np.append(null.beta[0], 0.0), null.sigma_sq_a[0], null.sigma_sq_e[0])
+    em = kernels.fit_em(s, Wr, yr, Xr, start=start, tol=1e-12, max_iter=200_000)
+    em_null = kernels.fit_em(s, Wr, yr, null_x, start=(null.beta[0], null.sigma_sq_a[0],
+                                                      null.sigma_sq_e[0]),
+                             tol=1e-12, max_iter=200_000)
+    stat_ex, _ = kernels.lrt(ex.logl, null.logl[0], 1)
+    stat_em, _ = kernels.lrt(em.logl, em_null.logl[0], 1)
+    assert np.abs(stat_em - stat_ex).max() < 1e-4
+    assert np.all(em.logl <= ex.logl + 1e-9)
+
+
+def test_eigen_zeroing_and_rotation():
+    sim = _sim()
+    K = kernels.center_kinship(_grm(sim["dosage"]))
+    s, U = kernels.eigh_kinship(K)
+    # a GRM of 40 variants on 200 samples has rank 40: the rest are exactly 0
+    assert (s > 0).sum() == np.linalg.matrix_rank(K) == sim["dosage"].shape[0]
+    np.testing.assert_allclose(U @ np.diag(s) @ U.T, K, atol=1e-10)
+    y = sim["phenotype"]
+    np.testing.assert_allclose(kernels.rotate(U, y), U.T @ y)
+
+
+def test_block_stats_filters_like_gemma():
+    x = np.array([
+        [0, 1, 2, 1, 0, 0, 1, 2, 1, 0],        # fine
+        [1, 1, 1, 1, 1, 1, 1, 1, 1, 1],        # all heterozygous: dropped
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0],        # monomorphic: dropped
+        [0, 1, np.nan, 1, 0, 0, 1, 2, 1, 0],   # 10% missing: dropped
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 1],        # af 0.05: kept
+    ], dtype=float)
+    st = kernels.block_stats(x, maf=0.01, max_missing=0.05)
+    np.testing.assert_array_equal(st["tested"], [True, False, False, False, True])
+    np.testing.assert_array_equal(st["n_miss"], [0, 0, 0, 1, 0])
+    assert st["af"][4] == pytest.approx(0.05)
+    assert not kernels.block_stats(x, maf=0.1)["tested"][4]
