@@ -26,8 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scan", help="test every variant for association (LMM, LRT)",
                        description="Fit y = X b + a + e, a ~ N(0, sa2 K), per variant by "
                        "maximum likelihood and test it against the null model by an LRT.")
-    s.add_argument("genotypes", help="PLINK prefix (PREFIX.bed/.bim/.fam) or a whitespace "
-                   "text matrix (rows samples, columns variants, coded -1/0/1 or 0/1/2)")
+    s.add_argument("genotypes", help="VCF Zarr store, PLINK prefix (PREFIX.bed/.bim/.fam) or "
+                   "a whitespace text matrix (rows samples, columns variants, coded -1/0/1 "
+                   "or 0/1/2)")
     s.add_argument("--pheno", help="phenotype file, one row per sample (GEMMA -p); "
                    "default for PLINK: .fam column 6 on")
     s.add_argument("--pheno-col", type=int, default=1,
@@ -53,8 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", help="address of a running Dask scheduler "
                    "(default: a local cluster on this machine)")
     s.add_argument("--out", "-o", required=True,
-                   help="output prefix: writes PREFIX.assoc.tsv and PREFIX.log.txt")
+                   help="output prefix: writes PREFIX.zarr, PREFIX.assoc.tsv and PREFIX.log.txt")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    s.add_argument("--resume", action="store_true",
+                   help="finish an interrupted scan: compute only blocks not in PREFIX.zarr")
+
+    c = sub.add_parser("convert", help="write PLINK or text genotypes to a VCF Zarr store",
+                       description="Stream genotypes into a VCF Zarr store (call_genotype "
+                       "int8, -1 missing), chunk by chunk.")
+    c.add_argument("source", help="PLINK prefix or text genotype matrix")
+    c.add_argument("out", help="output store, e.g. data.zarr")
+    c.add_argument("--chunk-size", type=int, default=10_000, help="variants per chunk")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing store")
 
     d = sub.add_parser("demo", help="simulate a small family data set and scan it",
                        description="Simulate (seeded) nuclear families with a few causal "
@@ -89,7 +100,18 @@ def _load(args):
     from .errors import InputError
 
     g = args.genotypes
-    if Path(f"{g}.bed").exists() or Path(f"{g}.fam").exists():
+    if io.is_zarr_store(g):
+        ds = io.open_store(g)
+        n = ds.sizes["samples"]
+        if args.pheno:
+            y, ysrc = io.read_phenotype(args.pheno, args.pheno_col, n), args.pheno
+        elif "sample_phenotype" in ds:
+            vals = np.asarray(ds["sample_phenotype"].values, dtype=np.float64)
+            y, ysrc = io._pick_column(vals, args.pheno_col, g, "store"), g
+        else:
+            raise InputError(g, "the store has no sample_phenotype variable",
+                             "give --pheno FILE (one row per store sample)")
+    elif Path(f"{g}.bed").exists() or Path(f"{g}.fam").exists():
         ds = io.read_plink(g, chunk_size=args.chunk_size)
         n = ds.sizes["samples"]
         if args.pheno:
@@ -145,34 +167,49 @@ def _null_lines(a) -> list[str]:
     return lines
 
 
-def run_scan(ds, y, *, out: str, overwrite: bool = False, scheduler: str | None = None,
-             kinship=None, covariates=None, sources=None, **options) -> tuple[Path, object]:
-    """Driver shared by ``dlmm scan`` and ``dlmm demo``: scan, compute, write."""
+def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
+             scheduler: str | None = None, kinship=None, covariates=None, sources=None,
+             source: str = "", **options) -> tuple[Path, object]:
+    """Driver shared by ``dlmm scan`` and ``dlmm demo``.
+
+    Fits the null model, computes the variant chunks as Dask tasks, writes each
+    to ``PREFIX.zarr`` as it finishes, then assembles the TSV and the log from
+    the store.
+    """
     from . import scan as scan_mod
     from . import store
     from .errors import InputError
 
-    tsv = Path(f"{out}.assoc.tsv")
-    log = Path(f"{out}.log.txt")
-    for p in (tsv, log):
-        if p.exists() and not overwrite:
-            raise InputError(p, "output exists", "pass --overwrite or choose another --out")
+    zpath, tsv, log = Path(f"{out}.zarr"), Path(f"{out}.assoc.tsv"), Path(f"{out}.log.txt")
     if not tsv.parent.is_dir():
         raise InputError(tsv.parent, "output folder does not exist", "create it first")
+    if resume and not zpath.exists():
+        raise InputError(zpath, "nothing to resume", "run the scan without --resume first")
+    if not (overwrite or resume):
+        for p in (zpath, tsv, log):
+            if p.exists():
+                raise InputError(p, "output exists", "pass --overwrite, --resume, or another --out")
     scan_mod.validate_inputs(ds, y, kinship=kinship, covariates=covariates, **(sources or {}))
     t0 = time.perf_counter()
+    m = ds.sizes["variants"]
     with _client(scheduler) as client:
         print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
         res = scan_mod.scan(ds, y, kinship=kinship, covariates=covariates, **options,
                             **(sources or {}))
-        m = ds.sizes["variants"]
+        res.attrs["source"] = source
         print("\n".join(_count_lines(res.attrs, m, None) + _null_lines(res.attrs)))
-        from distributed import progress
+        show = sys.stderr.isatty()
 
-        res = res.persist()
-        if sys.stderr.isatty():
-            progress(res)
-        res = res.compute()
+        def progress(i, n_blocks, done=[0]):
+            done[0] += 1
+            if show:
+                print(f"\r{done[0]}/{n_blocks} blocks", end="", file=sys.stderr, flush=True)
+
+        store.write_results_zarr(res, zpath, resume=resume, overwrite=overwrite,
+                                 client=client, on_block=progress)
+        if show:
+            print(file=sys.stderr)
+    res = store.open_results(zpath).load()
     n_tested = int(res["variant_lmm_tested"].sum())
     lines = _count_lines(res.attrs, m, n_tested) + _null_lines(res.attrs)
     store.write_tsv(res, tsv)
@@ -181,17 +218,38 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, scheduler: str | None 
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, log)
     print(lines[4])
-    print(f"results: {tsv}\nlog: {log}")
+    print(f"results: {zpath} (Zarr), {tsv}\nlog: {log}")
     return tsv, res
 
 
 def _scan(args) -> int:
     ds, y, ysrc, K, W = _load(args)
-    run_scan(ds, y, out=args.out, overwrite=args.overwrite, scheduler=args.scheduler,
+    run_scan(ds, y, out=args.out, overwrite=args.overwrite, resume=args.resume,
+             scheduler=args.scheduler, source=str(Path(args.genotypes).resolve()),
              kinship=K, covariates=W, model=args.model, solver=args.solver,
              em_start=args.em_start, center=args.center, maf=args.maf,
              max_missing=args.max_missing, em_tol=args.em_tol, em_max_iter=args.em_max_iter,
              sources={"phenotype_source": ysrc, "kinship_source": args.kinship or "kinship"})
+    return 0
+
+
+def _convert(args) -> int:
+    from . import io, store
+    from .errors import InputError
+
+    src = args.source
+    if Path(f"{src}.bed").exists():
+        ds = io.read_plink(src, chunk_size=args.chunk_size)
+        fam = io.read_fam(src)
+        pheno = io._to_float(fam.iloc[:, 5:], Path(f"{src}.fam"), "phenotype")
+        ds = ds.assign(sample_phenotype=(("samples", "phenotypes"), pheno))
+    elif Path(src).is_file():
+        ds = io.read_text_genotypes(src, chunk_size=args.chunk_size)
+    else:
+        raise InputError(src, "no PLINK fileset (.bed/.bim/.fam) or text matrix of that name",
+                         "give a PLINK prefix without extension, or a text matrix file")
+    out = store.convert(ds, args.out, chunk_size=args.chunk_size, overwrite=args.overwrite)
+    print(f"wrote {out}: {ds.sizes['variants']} variants x {ds.sizes['samples']} samples")
     return 0
 
 
@@ -209,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import InputError
 
     try:
-        return {"scan": _scan, "demo": _demo}[args.command](args)
+        return {"scan": _scan, "demo": _demo, "convert": _convert}[args.command](args)
     except InputError as e:
         print(f"dlmm: error: {e}", file=sys.stderr)
         return 2

@@ -27,6 +27,8 @@ __all__ = [
     "read_covariates",
     "read_kinship",
     "genotype_dataset",
+    "is_zarr_store",
+    "open_store",
 ]
 
 DEFAULT_CHUNK = 10_000
@@ -264,3 +266,59 @@ def validate_kinship(K: np.ndarray, source, n_samples: int | None = None) -> np.
     if np.abs(K - K.T).max() > 1e-6 * scale:
         raise InputError(source, "kinship is not symmetric", "give a symmetric matrix")
     return K
+
+
+def is_zarr_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` looks like a Zarr store (v2 or v3 metadata at its root)."""
+    p = Path(path)
+    return p.is_dir() and any((p / f).exists() for f in (".zgroup", ".zmetadata", "zarr.json"))
+
+
+def open_store(path: str | os.PathLike) -> xr.Dataset:
+    """Open a VCF Zarr / sgkit genotype store lazily.
+
+    Accepts stores with ``call_dosage`` (variants, samples) or ``call_genotype``
+    (variants, samples, ploidy; negative = missing, as bio2zarr and sgkit write
+    it); the dosage used is the count of non-reference alleles, NaN where a
+    call is missing.  Needs ``sample_id`` and ``variant_position``;
+    ``variant_id``, ``variant_contig``/``contig_id`` and ``variant_allele`` are
+    filled in when absent.
+    """
+    import dask.array as da
+
+    p = Path(path)
+    if not is_zarr_store(p):
+        raise InputError(p, "not a Zarr store (no .zgroup, .zmetadata or zarr.json)",
+                         "give a store written by `dlmm convert`, bio2zarr or sgkit")
+    try:
+        ds = xr.open_zarr(p, consolidated=None)
+    except Exception as e:  # corrupt metadata: zarr/xarray raise many types
+        raise InputError(p, f"cannot open the Zarr store ({type(e).__name__}: {e})",
+                         "rewrite it with `dlmm convert`") from None
+    if "call_dosage" not in ds:
+        if "call_genotype" not in ds:
+            raise InputError(p, "no call_genotype or call_dosage variable",
+                             "give a VCF Zarr store (bio2zarr, sgkit or `dlmm convert`)")
+        gt = ds["call_genotype"]
+        if gt.dims[:2] != ("variants", "samples") or gt.ndim != 3:
+            raise InputError(p, f"call_genotype has dims {gt.dims}",
+                             "expected (variants, samples, ploidy)")
+        g = gt.data
+        dos = (g > 0).sum(axis=-1).astype(np.float32)
+        dosage = da.where((g < 0).any(axis=-1), np.float32(np.nan), dos)
+        ds = ds.assign(call_dosage=(("variants", "samples"), dosage))
+    elif ds["call_dosage"].dims != ("variants", "samples"):
+        raise InputError(p, f"call_dosage has dims {ds['call_dosage'].dims}",
+                         "expected (variants, samples)")
+    for need in ("sample_id", "variant_position"):
+        if need not in ds:
+            raise InputError(p, f"no {need} variable", "give a VCF Zarr store with it")
+    m = ds.sizes["variants"]
+    if "variant_id" not in ds:
+        ds["variant_id"] = (("variants",), np.array([f"snp{j + 1}" for j in range(m)], object))
+    if "variant_contig" not in ds or "contig_id" not in ds:
+        ds["variant_contig"] = (("variants",), np.zeros(m, np.int32))
+        ds["contig_id"] = (("contigs",), np.array(["0"], object))
+    if "variant_allele" not in ds:
+        ds["variant_allele"] = (("variants", "alleles"), np.array([["0", "1"]] * m, object))
+    return ds

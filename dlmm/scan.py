@@ -16,7 +16,7 @@ from . import kernels
 from .errors import InputError
 from .nullmodel import NullModel, fit_null_model
 
-__all__ = ["scan", "prepare", "validate_inputs"]
+__all__ = ["scan", "prepare", "validate_inputs", "RESULT_VARIABLES"]
 
 _OUTPUT_NAMES = {
     "n_miss": "variant_n_missing",
@@ -34,6 +34,9 @@ _OUTPUT_NAMES = {
     "sigma_sq_e": "variant_lmm_sigma_sq_e",
     "iterations": "variant_lmm_iterations",
 }
+
+#: The per-variant variables a scan computes.
+RESULT_VARIABLES = frozenset(_OUTPUT_NAMES.values())
 
 
 def _validate_phenotype(y: np.ndarray, n: int, source: str) -> np.ndarray:
@@ -182,7 +185,9 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
         data[_OUTPUT_NAMES[c]] = (("variants",), col)
     keep = [v for v in ("variant_id", "variant_contig", "variant_position", "variant_allele",
                         "contig_id") if v in ds]
-    res = xr.Dataset(data).assign({v: ds[v] for v in keep})
+    # strings as object arrays: Zarr v2 stores them as vlen-utf8 whatever they came as
+    res = xr.Dataset(data).assign({v: ds[v].astype(object) if ds[v].dtype.kind in "UOT"
+                                   else ds[v] for v in keep})
     summary = nm.summary()
     summary.update(model=model, solver=solver, n_samples_total=int(ds.sizes["samples"]),
                    em_start=em_start if solver == "em" else "")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-__all__ = ["to_gemma_table", "write_tsv"]
+__all__ = ["to_gemma_table", "write_tsv", "write_results_zarr", "open_results", "convert"]
 
 #: GEMMA ``-lmm 2`` columns first, then ours.
 GEMMA_COLUMNS = ["chr", "rs", "ps", "n_miss", "allele1", "allele0", "af", "logl_H1", "l_mle",
@@ -25,11 +25,11 @@ def to_gemma_table(results: xr.Dataset) -> pd.DataFrame:
     """
     r = results
     tested = np.asarray(r["variant_lmm_tested"].values, dtype=bool)
-    contigs = np.asarray(r["contig_id"].values).astype(str)
-    allele = np.asarray(r["variant_allele"].values)
+    contigs = _str(r["contig_id"].values)
+    allele = _str(r["variant_allele"].values)
     table = {
         "chr": contigs[np.asarray(r["variant_contig"].values)],
-        "rs": np.asarray(r["variant_id"].values).astype(str),
+        "rs": _str(r["variant_id"].values),
         "ps": np.asarray(r["variant_position"].values),
         "n_miss": np.asarray(r["variant_n_missing"].values),
         "allele1": allele[:, 1],
@@ -52,6 +52,11 @@ def to_gemma_table(results: xr.Dataset) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def _str(a) -> np.ndarray:
+    """Strings of any numpy string dtype (object, <U, StringDType) as <U."""
+    return np.asarray(a, dtype=object).astype(str)
+
+
 def write_tsv(results: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write GEMMA's ``.assoc.txt``-style TSV, to a temporary name then renamed."""
     path = Path(path)
@@ -62,3 +67,171 @@ def write_tsv(results: xr.Dataset, path: str | os.PathLike) -> Path:
                                                        float_format="%.10g")
     os.replace(tmp, path)
     return path
+
+
+# --------------------------------------------------------------------------
+# Zarr: genotype stores and result stores
+# --------------------------------------------------------------------------
+ZARR_FORMAT = 2  # as bio2zarr's VCF Zarr stores; opened by sgkit and xarray alike
+_RESULT_VARS_FIRST = "variant_lmm_tested"
+
+
+def _fingerprint(res: xr.Dataset) -> str:
+    """What must match for ``--resume`` to reuse blocks: inputs' shape and options."""
+    import json
+
+    keys = ("model", "solver", "em_start", "n_samples_total", "n_analysed", "n_covariates",
+            "mle_logl_null", "source")
+    fp = {k: res.attrs.get(k) for k in keys}
+    fp["chunks"] = list(res["variant_lmm_tested"].chunks[0])
+    return json.dumps(fp, sort_keys=True, default=str)
+
+
+def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool = False,
+                       overwrite: bool = False, client=None, on_block=None) -> Path:
+    """Compute a lazy result Dataset and write it to Zarr block by block.
+
+    Each variant chunk is one Dask task; as each finishes, its rows are written
+    to the store (a region of every variable) and then its ``block_done`` flag
+    is set, so a crash never loses finished blocks.  With ``resume`` an
+    existing store made with the same inputs and options is completed: only
+    blocks not flagged done are computed.
+
+    Parameters
+    ----------
+    res : lazy Dataset from :func:`dlmm.scan`.
+    path : the ``.zarr`` directory.
+    client : a ``distributed.Client``; default the current one, else the
+        local threaded scheduler (blocks are then computed one after another).
+    on_block : called as ``on_block(i, n_blocks)`` after block i is written.
+
+    Returns
+    -------
+    The store's path.  ``block_done`` (blocks,) and ``block_run`` (blocks,):
+    which run wrote each block (0 for the first, +1 for each resume).
+    """
+    import dask
+    import zarr
+
+    from .errors import InputError
+
+    from .scan import RESULT_VARIABLES
+
+    path = Path(path)
+    lazy = [v for v in res.data_vars if v in RESULT_VARIABLES]
+    chunks = res[_RESULT_VARS_FIRST].chunks[0]
+    n_blocks = len(chunks)
+    bounds = np.concatenate([[0], np.cumsum(chunks)])
+    fingerprint = _fingerprint(res)
+    if path.exists() and resume:
+        group = zarr.open_group(str(path), mode="r+")
+        if group.attrs.get("dlmm_fingerprint") != fingerprint:
+            raise InputError(path, "this result store was made with other inputs or options",
+                             "rerun without --resume (and with --overwrite)")
+        run = int(np.max(group["block_run"][:])) + 1
+    else:
+        if path.exists() and not overwrite:
+            raise InputError(path, "output exists", "pass --overwrite, --resume, or another --out")
+        template = res[lazy]
+        for v in lazy:
+            template[v] = template[v].copy(data=dask.array.zeros_like(template[v].data))
+        template["block_done"] = (("blocks",), np.zeros(n_blocks, dtype=bool))
+        template["block_run"] = (("blocks",), np.full(n_blocks, -1, dtype=np.int32))
+        template.attrs["dlmm_fingerprint"] = fingerprint
+        encoding = {v: {"chunks": (chunks[0],)} for v in lazy}
+        encoding.update({"block_done": {"chunks": (1,)}, "block_run": {"chunks": (1,)}})
+        template.to_zarr(path, mode="w", compute=False, zarr_format=ZARR_FORMAT,
+                         consolidated=True, encoding=encoding)
+        # the variant fields (small; possibly lazy from a store) are written now
+        res.drop_vars(lazy).to_zarr(path, mode="a", zarr_format=ZARR_FORMAT, consolidated=True)
+        group = zarr.open_group(str(path), mode="r+")
+        run = 0
+    done = group["block_done"][:]
+    todo = [i for i in range(n_blocks) if not done[i]]
+    blocks = {i: dask.delayed(tuple)([res[v].data.blocks[i] for v in lazy]) for i in todo}
+
+    def write(i, values):
+        sl = slice(int(bounds[i]), int(bounds[i + 1]))
+        for v, val in zip(lazy, values):
+            group[v][sl] = val
+        group["block_run"][i] = run
+        group["block_done"][i] = True
+        if on_block is not None:
+            on_block(i, n_blocks)
+
+    if client is None:
+        try:
+            from distributed import default_client
+
+            client = default_client()
+        except (ImportError, ValueError):
+            client = None
+    if client is None:
+        for i, blk in blocks.items():
+            write(i, dask.compute(blk)[0])
+    else:
+        from distributed import as_completed
+
+        futures = {client.compute(blk): i for i, blk in blocks.items()}
+        for fut, values in as_completed(futures, with_results=True):
+            write(futures[fut], values)
+            del fut
+    zarr.consolidate_metadata(str(path))
+    return path
+
+
+def open_results(path: str | os.PathLike) -> xr.Dataset:
+    """Open a result store written by :func:`write_results_zarr`."""
+    return xr.open_zarr(path, consolidated=True)
+
+
+def convert(ds: xr.Dataset, path: str | os.PathLike, *, chunk_size: int = 10_000,
+            overwrite: bool = False) -> Path:
+    """Write a genotype Dataset to a VCF Zarr store, chunk by chunk.
+
+    ``call_genotype`` (variants, samples, ploidy=2) int8, -1 for missing, is
+    derived from the dosage (0 -> [0, 0], 1 -> [0, 1], 2 -> [1, 1]); the
+    variant and sample fields are copied.  Dask streams the chunks: the
+    genotype matrix is never in memory at once.  Written to a temporary name
+    and renamed when complete.
+    """
+    import shutil
+
+    import dask.array as da
+
+    from .errors import InputError
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(path, "output exists", "pass --overwrite or choose another name")
+    dosage = ds["call_dosage"].data
+    if not isinstance(dosage, da.Array):
+        dosage = da.from_array(dosage)
+    dosage = dosage.rechunk({0: chunk_size, 1: -1})
+    gt = dosage.map_blocks(_dosage_to_genotype, new_axis=2,
+                           chunks=dosage.chunks + ((2,),), dtype=np.int8)
+    out = ds.drop_vars("call_dosage").assign(
+        call_genotype=(("variants", "samples", "ploidy"), gt))
+    n = ds.sizes["samples"]
+    enc = {"call_genotype": {"chunks": (chunk_size, min(n, 10_000), 2)}}
+    for v in out.data_vars:
+        if v.startswith("variant_"):
+            enc[v] = {"chunks": (chunk_size,) + out[v].shape[1:]}
+    tmp = path.with_name(path.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    out.to_zarr(tmp, mode="w", zarr_format=ZARR_FORMAT, consolidated=True, encoding=enc)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
+def _dosage_to_genotype(d: np.ndarray) -> np.ndarray:
+    gt = np.empty(d.shape + (2,), dtype=np.int8)
+    miss = np.isnan(d)
+    di = np.where(miss, 0, d).astype(np.int8)
+    gt[..., 0] = di == 2
+    gt[..., 1] = di >= 1
+    gt[miss] = -1
+    return gt

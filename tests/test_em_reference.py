@@ -85,3 +85,19 @@ def test_cli_text_input_em(em_reference, tmp_path, chunk):
     np.testing.assert_allclose(-np.log10(got["p_lrt"]), -np.log10(ref["add_p"]), rtol=0,
                                atol=1e-8)
     np.testing.assert_array_equal(got["iterations"], ref["add_iterations"])
+
+
+def test_reference_table_is_r_output(em_reference, tmp_path):
+    """R, run here, reproduces the committed table's first variants."""
+    import shutil
+
+    from conftest import need_peer
+
+    need_peer("R with MASS (r-base-core, r-cran-mass)", shutil.which("Rscript") is not None)
+    out = tmp_path / "ref.tsv"
+    subprocess.run(["Rscript", str(em_reference["dir"] / "classic_em.R"),
+                    str(em_reference["dir"]), str(out), "2"], check=True, capture_output=True)
+    got = pd.read_csv(out, sep="\t")
+    ref = em_reference["ref"].iloc[:2]
+    assert list(got.columns) == list(ref.columns)
+    np.testing.assert_allclose(got.to_numpy(float), ref.to_numpy(float), rtol=1e-12, atol=0)

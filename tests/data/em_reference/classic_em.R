@@ -4,9 +4,9 @@
 # the iteration before the stop.  The slide's stray minus in the se2 update
 # is not copied: the lab's code has a plus, and so does this script.
 #
-# Usage: Rscript classic_em.R DIR
+# Usage: Rscript classic_em.R DIR [OUT [N_VARIANTS]]
 #   reads DIR/X.txt (samples x variants, coded -1/0/1), DIR/Y.txt, DIR/A.txt
-#   writes DIR/reference.tsv: per variant the additive (df = 1) and the
+#   writes OUT (default DIR/reference.tsv), for the first N_VARIANTS (default all): per variant the additive (df = 1) and the
 #   genotypic (df = 2, lab's b = [mu, a, d] with Xd = 1 - 2|Xa|) EM fits, their
 #   LRT p-values against the EM null fit, and the lab's OLS F-test p-value.
 #   The lnL here is the lab's: -1/2 log|C| - 1/2 r' C^-1 r, without the
@@ -58,7 +58,9 @@ pval_calculator_lab7 <- function(pheno_input, xa_input, xd_input) {
 
 args = commandArgs(trailingOnly = TRUE)
 dir = args[1]
+out_file = if (length(args) >= 2) args[2] else file.path(dir, "reference.tsv")
 X = as.matrix(read.table(file.path(dir, "X.txt")))
+if (length(args) >= 3) X = X[, 1:as.integer(args[3]), drop = FALSE]
 Y = as.matrix(read.table(file.path(dir, "Y.txt")))
 A = as.matrix(read.table(file.path(dir, "A.txt")))
 n = length(Y)
@@ -82,5 +84,5 @@ for (j in 1:ncol(X)) {
 }
 cat("\n")
 out = do.call(rbind, rows)
-write.table(format(out, digits = 17), file.path(dir, "reference.tsv"), sep = "\t",
+write.table(format(out, digits = 17), out_file, sep = "\t",
             quote = FALSE, row.names = FALSE)
