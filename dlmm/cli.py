@@ -176,7 +176,7 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
     to ``PREFIX.zarr`` as it finishes, then assembles the TSV and the log from
     the store.
     """
-    from . import scan as scan_mod
+    from . import scanner as scan_mod
     from . import store
     from .errors import InputError
 

@@ -81,7 +81,7 @@ def _fingerprint(res: xr.Dataset) -> str:
     import json
 
     keys = ("model", "solver", "em_start", "n_samples_total", "n_analysed", "n_covariates",
-            "mle_logl_null", "source")
+            "inputs_sha1", "source")
     fp = {k: res.attrs.get(k) for k in keys}
     fp["chunks"] = list(res["variant_lmm_tested"].chunks[0])
     return json.dumps(fp, sort_keys=True, default=str)
@@ -115,7 +115,7 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
 
     from .errors import InputError
 
-    from .scan import RESULT_VARIABLES
+    from .scanner import RESULT_VARIABLES
 
     path = Path(path)
     lazy = [v for v in res.data_vars if v in RESULT_VARIABLES]
@@ -137,7 +137,6 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
             template[v] = template[v].copy(data=dask.array.zeros_like(template[v].data))
         template["block_done"] = (("blocks",), np.zeros(n_blocks, dtype=bool))
         template["block_run"] = (("blocks",), np.full(n_blocks, -1, dtype=np.int32))
-        template.attrs["dlmm_fingerprint"] = fingerprint
         encoding = {v: {"chunks": (chunks[0],)} for v in lazy}
         encoding.update({"block_done": {"chunks": (1,)}, "block_run": {"chunks": (1,)}})
         template.to_zarr(path, mode="w", compute=False, zarr_format=ZARR_FORMAT,
@@ -145,6 +144,7 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
         # the variant fields (small; possibly lazy from a store) are written now
         res.drop_vars(lazy).to_zarr(path, mode="a", zarr_format=ZARR_FORMAT, consolidated=True)
         group = zarr.open_group(str(path), mode="r+")
+        group.attrs["dlmm_fingerprint"] = fingerprint
         run = 0
     done = group["block_done"][:]
     todo = [i for i in range(n_blocks) if not done[i]]

@@ -9,6 +9,8 @@ task: read, filter, impute, rotate, fit, LRT.  The result is a lazy
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import xarray as xr
 
@@ -188,7 +190,13 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
     # strings as object arrays: Zarr v2 stores them as vlen-utf8 whatever they came as
     res = xr.Dataset(data).assign({v: ds[v].astype(object) if ds[v].dtype.kind in "UOT"
                                    else ds[v] for v in keep})
+    digest = hashlib.sha1()
+    parts = [samples, np.asarray(phenotype, dtype=np.float64)[samples], nm.W,
+             b"grm" if kinship is None else np.asarray(kinship, dtype=np.float64)]
+    for part in parts:  # the inputs, not derived floats (eigh is not bit-reproducible)
+        digest.update(part if isinstance(part, bytes) else np.ascontiguousarray(part).tobytes())
     summary = nm.summary()
+    summary["inputs_sha1"] = digest.hexdigest()
     summary.update(model=model, solver=solver, n_samples_total=int(ds.sizes["samples"]),
                    em_start=em_start if solver == "em" else "")
     if solver == "em":

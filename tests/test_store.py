@@ -1,0 +1,167 @@
+"""Zarr genotype stores, chunk/worker invariance, resume after SIGKILL, a real
+``dask scheduler`` + ``dask worker`` cluster on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import dlmm
+from dlmm import io, store
+from dlmm.demo import write_demo_plink
+
+
+@pytest.fixture(scope="module")
+def plink(tmp_path_factory):
+    d = tmp_path_factory.mktemp("plink")
+    sim = write_demo_plink(d / "sim", seed=11, n_families=60, n_variants=3000)
+    return {"prefix": d / "sim", "sim": sim}
+
+
+def cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "dlmm.cli", *map(str, args)],
+                          capture_output=True, text=True, **kw)
+
+
+def test_convert_roundtrip(plink, tmp_path):
+    r = cli("convert", plink["prefix"], tmp_path / "g.zarr", "--chunk-size", 700)
+    assert r.returncode == 0, r.stderr
+    ds = io.open_store(tmp_path / "g.zarr")
+    ref = io.read_plink(plink["prefix"])
+    assert ds["call_genotype"].dtype == np.int8 and ds["call_genotype"].shape == (3000, 300, 2)
+    assert ds["call_genotype"].data.chunks[0][0] == 700
+    a, b = ds["call_dosage"].values, ref["call_dosage"].values
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    np.testing.assert_array_equal(a[~np.isnan(a)], b[~np.isnan(b)])
+    for v in ("variant_id", "variant_position", "variant_contig", "sample_id"):
+        np.testing.assert_array_equal(ds[v].values.astype(object).astype(str),
+                                      ref[v].values.astype(object).astype(str))
+    assert (tmp_path / "g.zarr").is_dir() and not (tmp_path / "g.zarr.partial").exists()
+
+
+def test_foreign_store_is_a_clear_error(tmp_path):
+    xr.Dataset({"x": ("a", np.arange(3))}).to_zarr(tmp_path / "f.zarr", zarr_format=2)
+    with pytest.raises(dlmm.InputError, match="no call_genotype or call_dosage"):
+        io.open_store(tmp_path / "f.zarr")
+
+
+def _scan(prefix, chunk, K, y):
+    ds = io.read_plink(prefix, chunk_size=chunk)
+    return dlmm.scan(ds, y, kinship=K)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_results_do_not_depend_on_chunks_or_workers(plink, workers):
+    from distributed import Client, LocalCluster
+
+    prefix = plink["prefix"]
+    y = io.read_fam_phenotype(prefix)
+    K = dlmm.grm(io.read_plink(prefix), ~np.isnan(y)).values
+    base = _scan(prefix, 3000, K, y).compute(scheduler="sync")
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster):
+        for chunk in (256, 1000):
+            got = _scan(prefix, chunk, K, y).compute()
+            assert got["variant_lmm_p_value"].chunks is None
+            # BLAS rounds a (256, n) @ (n, n) product differently from a (3000, n) one:
+            # lnL, the LRT statistic and beta agree to 1e-10 (seen: 5e-12).  p-values
+            # near 1 move more (chi2(1)'s density is unbounded at 0), so they are
+            # compared relatively at 1e-8.
+            for v in ("variant_lmm_logl", "variant_lmm_lrt_statistic", "variant_lmm_beta",
+                      "variant_lmm_beta_se", "variant_lmm_p_value"):
+                a, b = base[v].values, got[v].values
+                np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+                if v == "variant_lmm_p_value":
+                    np.testing.assert_allclose(a, b, rtol=1e-8, atol=0)
+                else:
+                    np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+            np.testing.assert_array_equal(base["variant_lmm_tested"], got["variant_lmm_tested"])
+
+
+def _done(zpath):
+    try:
+        import zarr
+
+        return int(np.sum(zarr.open_group(str(zpath), mode="r")["block_done"][:]))
+    except Exception:
+        return 0
+
+
+def test_resume_after_sigkill(plink, tmp_path):
+    """SIGKILL the scan midway; --resume finishes it without redoing finished blocks."""
+    args = [plink["prefix"], "--solver", "em", "--chunk-size", 100]
+    r = cli("scan", *args, "--out", tmp_path / "full")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "cut"
+    p = subprocess.Popen([sys.executable, "-m", "dlmm.cli", "scan", *map(str, args), "--out",
+                          str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while _done(f"{out}.zarr") < 5 and time.time() < deadline and p.poll() is None:
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    before = xr.open_zarr(f"{out}.zarr", consolidated=False)
+    done_before = before["block_done"].values.copy()
+    assert 5 <= done_before.sum() < done_before.size, done_before.sum()
+    assert not Path(f"{out}.assoc.tsv").exists()
+    r = cli("scan", *args, "--out", out, "--resume")
+    assert r.returncode == 0, r.stderr
+    after = xr.open_zarr(f"{out}.zarr")
+    assert after["block_done"].values.all()
+    runs = after["block_run"].values
+    np.testing.assert_array_equal(runs[done_before], 0)   # not recomputed
+    np.testing.assert_array_equal(runs[~done_before], 1)  # computed by the resume
+    full = pd.read_csv(tmp_path / "full.assoc.tsv", sep="\t")
+    print(open(tmp_path / "full.log.txt").read())
+    cut = pd.read_csv(f"{out}.assoc.tsv", sep="\t")
+    pd.testing.assert_frame_equal(full, cut)
+
+
+def test_real_dask_cluster_on_loopback(plink, tmp_path):
+    """`dask scheduler` + two `dask worker` processes; scan through --scheduler."""
+    sched_file = tmp_path / "scheduler.json"
+    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
+    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
+                               "--port", "0", "--no-dashboard", "--scheduler-file",
+                               str(sched_file)], stderr=subprocess.DEVNULL, env=env)]
+    try:
+        deadline = time.time() + 60
+        while not sched_file.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        for _ in range(2):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "dask", "worker", "--scheduler-file", str(sched_file),
+                 "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+                stderr=subprocess.DEVNULL, env=env))
+        address = json.loads(sched_file.read_text())["address"]
+        from distributed import Client
+
+        with Client(address, timeout=60) as c:
+            c.wait_for_workers(2, timeout=60)
+        r = cli("scan", plink["prefix"], "--scheduler", address, "--chunk-size", 500,
+                "--out", tmp_path / "dist")
+        assert r.returncode == 0, r.stderr
+        r = cli("scan", plink["prefix"], "--out", tmp_path / "local")
+        assert r.returncode == 0, r.stderr
+        a = pd.read_csv(tmp_path / "dist.assoc.tsv", sep="\t")
+        b = pd.read_csv(tmp_path / "local.assoc.tsv", sep="\t")
+        assert len(a) > 2900
+        pd.testing.assert_frame_equal(a, b, rtol=1e-8)
+        with Client(address) as c:  # both workers took part
+            logs = c.run(lambda dask_worker: len(dask_worker.state.log))
+        assert len(logs) == 2
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
