@@ -441,13 +441,17 @@ def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
         at_hi = (ta >= hi_b) & (f1 >= 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             newton = ta - f1 / f2
+        # a Newton step below xtol has converged, even if rounding puts it a hair
+        # outside the bracket (falling back to bisection there would only cost
+        # ~20 halvings and make the count depend on the last bits)
+        converged = (f2 < 0) & (np.abs(newton - ta) < xtol)
         ok = (f2 < 0) & (newton > la) & (newton < ha)
-        tn = np.where(ok, newton, 0.5 * (la + ha))
-        tn = np.where(at_lo | at_hi, ta, tn)
+        tn = np.where(ok | converged, newton, 0.5 * (la + ha))
+        tn = np.where(at_lo | at_hi, ta, np.clip(tn, lo_b, hi_b))
         step = np.abs(tn - ta)
         lo[active], hi[active], t[active] = la, ha, tn
         iterations[active] += 1
-        done = at_lo | at_hi | (step < xtol) | (ha - la < xtol)
+        done = at_lo | at_hi | converged | (step < xtol) | (ha - la < xtol)
         active = active[~done]
     return _final_fit(s, F, X, t, n, reml, logdet_xtx, iterations)
 

@@ -122,7 +122,6 @@ def test_resume_after_sigkill(plink, tmp_path):
     np.testing.assert_array_equal(runs[done_before], 0)   # not recomputed
     np.testing.assert_array_equal(runs[~done_before], 1)  # computed by the resume
     full = pd.read_csv(tmp_path / "full.assoc.tsv", sep="\t")
-    print(open(tmp_path / "full.log.txt").read())
     cut = pd.read_csv(f"{out}.assoc.tsv", sep="\t")
     pd.testing.assert_frame_equal(full, cut)
 
@@ -156,7 +155,8 @@ def test_real_dask_cluster_on_loopback(plink, tmp_path):
         a = pd.read_csv(tmp_path / "dist.assoc.tsv", sep="\t")
         b = pd.read_csv(tmp_path / "local.assoc.tsv", sep="\t")
         assert len(a) > 2900
-        pd.testing.assert_frame_equal(a, b, rtol=1e-8)
+        pd.testing.assert_frame_equal(a.drop(columns="iterations"),
+                                      b.drop(columns="iterations"), rtol=1e-8)
         with Client(address) as c:  # both workers took part
             logs = c.run(lambda dask_worker: len(dask_worker.state.log))
         assert len(logs) == 2
