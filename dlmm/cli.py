@@ -100,34 +100,33 @@ def _load(args):
     from .errors import InputError
 
     g = args.genotypes
+    # the genotypes, and the phenotypes they carry (None: --pheno is needed)
     if io.is_zarr_store(g):
         ds = io.open_store(g)
-        n = ds.sizes["samples"]
-        if args.pheno:
-            y, ysrc = io.read_phenotype(args.pheno, args.pheno_col, n), args.pheno
-        elif "sample_phenotype" in ds:
-            vals = np.asarray(ds["sample_phenotype"].values, dtype=np.float64)
-            y, ysrc = io._pick_column(vals, args.pheno_col, g, "store"), g
-        else:
-            raise InputError(g, "the store has no sample_phenotype variable",
-                             "give --pheno FILE (one row per store sample)")
+        carried = ds["sample_phenotype"].values if "sample_phenotype" in ds else None
+        carried_src, what = g, "store"
     elif Path(f"{g}.bed").exists() or Path(f"{g}.fam").exists():
         ds = io.read_plink(g, chunk_size=args.chunk_size)
-        n = ds.sizes["samples"]
-        if args.pheno:
-            y, ysrc = io.read_phenotype(args.pheno, args.pheno_col, n), args.pheno
-        else:
-            y, ysrc = io.read_fam_phenotype(g, args.pheno_col), f"{g}.fam"
+        carried, carried_src, what = io.read_fam_phenotypes(g), f"{g}.fam", ".fam"
     elif Path(g).is_file():
         ds = io.read_text_genotypes(g, chunk_size=args.chunk_size)
-        n = ds.sizes["samples"]
         if not args.pheno or not args.kinship:
             raise InputError(g, "a text genotype matrix needs --pheno and --kinship",
                              "give both (or use a PLINK prefix)")
-        y, ysrc = io.read_phenotype(args.pheno, args.pheno_col, n), args.pheno
+        carried = None
     else:
         raise InputError(g, "no PLINK fileset (.bed/.bim/.fam) or text matrix of that name",
                          "give a PLINK prefix without extension, or a text matrix file")
+    n = ds.sizes["samples"]
+    if args.pheno:
+        y, ysrc = io.read_phenotype(args.pheno, args.pheno_col, n), args.pheno
+    elif carried is not None:
+        y = io.select_phenotype(np.asarray(carried, dtype=np.float64), args.pheno_col,
+                                carried_src, what)
+        ysrc = carried_src
+    else:
+        raise InputError(g, "the store has no sample_phenotype variable",
+                         "give --pheno FILE (one row per store sample)")
     K = io.read_kinship(args.kinship, n) if args.kinship else None
     W = io.read_covariates(args.covar, n) if args.covar else None
     if W is not None and not (np.ptp(W[~np.isnan(W).any(axis=1)], axis=0) == 0).any():
@@ -200,13 +199,11 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
         print("\n".join(_count_lines(res.attrs, m, None) + _null_lines(res.attrs)))
         show = sys.stderr.isatty()
 
-        def progress(i, n_blocks, done=[0]):
-            done[0] += 1
-            if show:
-                print(f"\r{done[0]}/{n_blocks} blocks", end="", file=sys.stderr, flush=True)
+        def progress(n_written, n_todo):
+            print(f"\r{n_written}/{n_todo} blocks", end="", file=sys.stderr, flush=True)
 
         store.write_results_zarr(res, zpath, resume=resume, overwrite=overwrite,
-                                 client=client, on_block=progress)
+                                 client=client, on_block=progress if show else None)
         if show:
             print(file=sys.stderr)
     res = store.open_results(zpath).load()
@@ -240,9 +237,7 @@ def _convert(args) -> int:
     src = args.source
     if Path(f"{src}.bed").exists():
         ds = io.read_plink(src, chunk_size=args.chunk_size)
-        fam = io.read_fam(src)
-        pheno = io._to_float(fam.iloc[:, 5:], Path(f"{src}.fam"), "phenotype")
-        ds = ds.assign(sample_phenotype=(("samples", "phenotypes"), pheno))
+        ds = ds.assign(sample_phenotype=(("samples", "phenotypes"), io.read_fam_phenotypes(src)))
     elif Path(src).is_file():
         ds = io.read_text_genotypes(src, chunk_size=args.chunk_size)
     else:

@@ -23,6 +23,8 @@ __all__ = [
     "read_plink",
     "read_text_genotypes",
     "read_fam_phenotype",
+    "read_fam_phenotypes",
+    "select_phenotype",
     "read_phenotype",
     "read_covariates",
     "read_kinship",
@@ -198,7 +200,8 @@ def read_text_genotypes(path: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK
         variant_allele=np.array([["0", "1"]] * m, dtype=object).reshape(m, 2))
 
 
-def _pick_column(values: np.ndarray, col: int, path, what: str) -> np.ndarray:
+def select_phenotype(values: np.ndarray, col: int, path, what: str) -> np.ndarray:
+    """Column ``col`` (1-based, as GEMMA's ``-n``) of a (samples, phenotypes) table."""
     if not 1 <= col <= values.shape[1]:
         raise InputError(path, f"--pheno-col {col} is out of range: the {what} has "
                          f"{values.shape[1]} phenotype column(s)",
@@ -206,14 +209,18 @@ def _pick_column(values: np.ndarray, col: int, path, what: str) -> np.ndarray:
     return values[:, col - 1]
 
 
+def read_fam_phenotypes(prefix: str | os.PathLike) -> np.ndarray:
+    """All phenotypes of a .fam (columns 6...), (samples, phenotypes); NA and -9 -> NaN."""
+    fam = read_fam(prefix)
+    return _to_float(fam.iloc[:, 5:], Path(f"{prefix}.fam"), "phenotype")
+
+
 def read_fam_phenotype(prefix: str | os.PathLike, col: int = 1) -> np.ndarray:
     """Phenotype ``col`` (1-based, as GEMMA's ``-n``) from .fam columns 6...
 
     NA and -9 become NaN.
     """
-    fam = read_fam(prefix)
-    vals = _to_float(fam.iloc[:, 5:], Path(f"{prefix}.fam"), "phenotype")
-    return _pick_column(vals, col, f"{prefix}.fam", ".fam")
+    return select_phenotype(read_fam_phenotypes(prefix), col, f"{prefix}.fam", ".fam")
 
 
 def read_phenotype(path: str | os.PathLike, col: int = 1, n_samples: int | None = None) -> np.ndarray:
@@ -223,7 +230,7 @@ def read_phenotype(path: str | os.PathLike, col: int = 1, n_samples: int | None 
     if n_samples is not None and vals.shape[0] != n_samples:
         raise InputError(p, f"has {vals.shape[0]} rows but the genotypes have {n_samples} samples",
                          "give one phenotype row per sample, in the genotype file's order")
-    return _pick_column(vals, col, p, "phenotype file")
+    return select_phenotype(vals, col, p, "phenotype file")
 
 
 def read_covariates(path: str | os.PathLike, n_samples: int | None = None) -> np.ndarray:

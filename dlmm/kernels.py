@@ -669,11 +669,14 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     out[:, 0], out[:, 1], out[:, 2] = st["n_miss"], st["af"], st["tested"]
     t = st["tested"]
     if model == "genotypic":
-        t &= _has_dominance(impute_mean(x, st["mean"]))
+        xi = impute_mean(x, st["mean"])
+        t &= _has_dominance(xi)
         out[:, 2] = t
+        xt = xi[t]
+    else:
+        xt = impute_mean(x[t], st["mean"][t])
     if not t.any():
         return out
-    xt = impute_mean(x[t], st["mean"][t])
     X = variant_design(xt, model)
     m, k, n = X.shape
     Xr = rotate(U, X.reshape(m * k, n)).reshape(m, k, n)

@@ -103,7 +103,8 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
     path : the ``.zarr`` directory.
     client : a ``distributed.Client``; default the current one, else the
         local threaded scheduler (blocks are then computed one after another).
-    on_block : called as ``on_block(i, n_blocks)`` after block i is written.
+    on_block : called as ``on_block(n_written, n_todo)`` after each block is
+        written (n_todo: the blocks this call computes).
 
     Returns
     -------
@@ -150,14 +151,18 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
     todo = [i for i in range(n_blocks) if not done[i]]
     blocks = {i: dask.delayed(tuple)([res[v].data.blocks[i] for v in lazy]) for i in todo}
 
+    written = 0
+
     def write(i, values):
+        nonlocal written
         sl = slice(int(bounds[i]), int(bounds[i + 1]))
         for v, val in zip(lazy, values):
             group[v][sl] = val
         group["block_run"][i] = run
         group["block_done"][i] = True
+        written += 1
         if on_block is not None:
-            on_block(i, n_blocks)
+            on_block(written, len(todo))
 
     if client is None:
         try:
@@ -175,7 +180,6 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
         futures = {client.compute(blk): i for i, blk in blocks.items()}
         for fut, values in as_completed(futures, with_results=True):
             write(futures[fut], values)
-            del fut
     zarr.consolidate_metadata(str(path))
     return path
 
