@@ -87,9 +87,43 @@ def _client(address: str | None):
         with Client(address) as client:
             yield client
         return
-    with LocalCluster(n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
-                      dashboard_address=":0", silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
+    from dask.system import CPU_COUNT
+    from distributed.system import MEMORY_LIMIT
+
+    # Sized to the machine (cgroup limits included): one worker in this process with a
+    # thread per core and all the memory. The kernels spend their time in numpy/BLAS,
+    # which release the GIL, so threads share U without copies or serialisation.
+    with LocalCluster(n_workers=1, threads_per_worker=CPU_COUNT, processes=False,
+                      memory_limit=MEMORY_LIMIT, dashboard_address=":0",
+                      silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
+        print(f"local Dask cluster: 1 worker, {CPU_COUNT} threads, "
+              f"{MEMORY_LIMIT / 2**30:.1f} GiB", file=sys.stderr)
         yield client
+
+
+class _Progress:
+    """Blocks written so far, on stderr: a bar redrawn in place on a terminal,
+    otherwise a line at every tenth (for batch logs)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.t0 = time.perf_counter()
+        self.shown = -1
+
+    def __call__(self, n_written: int, n_todo: int) -> None:
+        frac = n_written / max(n_todo, 1)
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
+        text = f"{n_written}/{n_todo} blocks {frac:4.0%}  {elapsed:.0f} s, eta {eta:.0f} s"
+        if self.tty:
+            bar = "#" * int(30 * frac)
+            print(f"\r[{bar:<30}] {text}", end="", file=self.stream, flush=True)
+            if n_written == n_todo:
+                print(file=self.stream)
+        elif int(10 * frac) > self.shown:
+            self.shown = int(10 * frac)
+            print(f"progress: {text}", file=self.stream, flush=True)
 
 
 def _load(args):
@@ -197,15 +231,8 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
                             **(sources or {}))
         res.attrs["source"] = source
         print("\n".join(_count_lines(res.attrs, m, None) + _null_lines(res.attrs)))
-        show = sys.stderr.isatty()
-
-        def progress(n_written, n_todo):
-            print(f"\r{n_written}/{n_todo} blocks", end="", file=sys.stderr, flush=True)
-
         store.write_results_zarr(res, zpath, resume=resume, overwrite=overwrite,
-                                 client=client, on_block=progress if show else None)
-        if show:
-            print(file=sys.stderr)
+                                 client=client, on_block=_Progress())
     res = store.open_results(zpath).load()
     n_tested = int(res["variant_lmm_tested"].sum())
     lines = _count_lines(res.attrs, m, n_tested) + _null_lines(res.attrs)
@@ -260,6 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dlmm`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     from .errors import InputError
+
+    # A root handler at WARNING: without one, the first module-level logging call of a
+    # dependency installs a handler that prints every INFO record of distributed.
+    if not logging.root.handlers:
+        handler = logging.StreamHandler()
+        handler.setLevel(logging.WARNING)
+        logging.root.addHandler(handler)
 
     try:
         return {"scan": _scan, "demo": _demo, "convert": _convert}[args.command](args)

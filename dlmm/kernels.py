@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from scipy import stats
 
@@ -259,32 +260,79 @@ def _gram_shared(w, F, X):
     return _assemble(np.broadcast_to(FF, (m, g, f, f)), FX, XX, c0)
 
 
-def _products(F, X):
-    """Weight-free products reused by every Gram matrix of a block.
-
-    Returns ``FF`` (n, f*f) with ``F_a F_b`` and ``XX`` (m, k*k, n) with
-    ``X_a X_b``, so that a weighted Gram matrix is a matmul / a reduction.
-    """
-    n, f = F.shape
-    m, k, _ = X.shape
-    FF = (F[:, :, None] * F[:, None, :]).reshape(n, f * f)
-    XX = (X[:, :, None, :] * X[:, None, :, :]).reshape(m, k * k, n)
-    return FF, XX
-
-
-def _gram_each(w, F, X, prods=None):
-    """Gram matrices for per-variant weights.
-
-    w : (m, n); F : (n, f); X : (m, k, n); prods : ``_products(F, X)``.
-    Returns (m, p, p).
-    """
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _grams_kernel(lam, s, FT, X, n_weights, with_logdet):  # pragma: no cover (compiled)
     m, k, n = X.shape
-    f = F.shape[1]
-    FFp, XXp = _products(F, X) if prods is None else prods
-    FF = (w @ FFp).reshape(m, f, f)
-    FX = (X * w[:, None, :]) @ F
-    XX = np.einsum("mqn,mn->mq", XXp, w).reshape(m, k, k)
-    return _assemble(FF, FX, XX, f - 1)
+    c0 = FT.shape[0] - 1
+    p = c0 + k + 1
+    out = np.empty((n_weights, m, p, p))
+    logdet = np.zeros((3, m))
+    w0 = np.empty(n)
+    w1 = np.empty(n)
+    w2 = np.empty(n)
+    for j in range(m):
+        lj = lam[j]
+        l1 = 0.0
+        l2 = 0.0
+        for i in range(n):
+            d = 1.0 / (lj * s[i] + 1.0)
+            sd = s[i] * d
+            w0[i] = d
+            w1[i] = -sd * d
+            w2[i] = 2.0 * sd * sd * d
+            l1 += sd
+            l2 -= sd * sd
+        if with_logdet:
+            l0 = 0.0
+            for i in range(n):
+                l0 += np.log(lj * s[i] + 1.0)
+            logdet[0, j] = l0
+        logdet[1, j] = l1
+        logdet[2, j] = l2
+        for a in range(p):
+            za = FT[a] if a < c0 else (X[j, a - c0] if a < c0 + k else FT[c0])
+            for b in range(a, p):
+                zb = FT[b] if b < c0 else (X[j, b - c0] if b < c0 + k else FT[c0])
+                acc0 = 0.0
+                acc1 = 0.0
+                acc2 = 0.0
+                if n_weights == 3:
+                    for i in range(n):
+                        t = za[i] * zb[i]
+                        acc0 += w0[i] * t
+                        acc1 += w1[i] * t
+                        acc2 += w2[i] * t
+                    out[1, j, a, b] = out[1, j, b, a] = acc1
+                    out[2, j, a, b] = out[2, j, b, a] = acc2
+                else:
+                    for i in range(n):
+                        acc0 += w0[i] * za[i] * zb[i]
+                out[0, j, a, b] = out[0, j, b, a] = acc0
+    return out, logdet
+
+
+def _grams(lam, s, F, X, derivatives=False, with_logdet=True):
+    """Gram matrices of ``Z = [W, X_j, y]`` weighted by ``d = 1/(lam_j s + 1)``.
+
+    lam : (m,) per-variant lambda (0 gives unit weights); s : (n,);
+    F : (n, f) = [W, y]; X : (m, k, n).
+
+    Returns ``(M, logdet)``: M (m, p, p), p = f + k, in the order covariates,
+    variant columns, phenotype, or with ``derivatives`` (3, m, p, p): the Gram
+    matrices for d, dd/dlam and d2d/dlam2; logdet (3, m): log|H| and its first
+    two lam-derivatives, H = diag(lam s + 1) (log|H| is 0 unless ``with_logdet``:
+    Newton steps need only its derivatives).
+
+    One fused pass over the samples per variant (compiled with numba): no
+    (m, n) weight or product temporaries, and each variant's sums do not
+    depend on which block it is in.
+    """
+    out, logdet = _grams_kernel(np.ascontiguousarray(lam, dtype=np.float64),
+                                np.ascontiguousarray(s, dtype=np.float64),
+                                np.ascontiguousarray(F.T, dtype=np.float64),
+                                np.ascontiguousarray(X, dtype=np.float64),
+                                3 if derivatives else 1, with_logdet)
+    return (out if derivatives else out[0]), logdet
 
 
 # --------------------------------------------------------------------------
@@ -352,20 +400,6 @@ def _profile(M, M1, M2, logdet_h, dlogdet_h, d2logdet_h, n, reml, logdet_xtx):
     return logl, d1, d2, b, Q, MXX_inv, df
 
 
-def _weights(lam, s, logdet=True):
-    """d = 1/H, dd/dlam, d2d/dlam2 and log|H| with its lam-derivatives, H = lam s + 1.
-
-    lam : (..., 1) broadcastable against s (n,).  ``log|H|`` is 0 unless
-    ``logdet`` (the Newton steps only need its derivatives).
-    """
-    d = 1.0 / (lam * s + 1.0)
-    sd = s * d
-    d1 = -sd * d
-    d2 = -2.0 * sd * d1
-    ld = -np.log(d).sum(-1) if logdet else 0.0
-    return d, d1, d2, ld, sd.sum(-1), -(sd * sd).sum(-1)
-
-
 def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
               reml: bool = False, n_grid: int = 11, xtol: float = 1e-10,
               max_iter: int = 100) -> Fit:
@@ -395,12 +429,13 @@ def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
     F = np.column_stack([W, y])
     logdet_xtx = 0.0
     if reml:
-        Z0 = _gram_each(np.ones((m, n)), F, X)
+        Z0 = _grams(np.zeros(m), s, F, X)[0]
         logdet_xtx = np.linalg.slogdet(Z0[:, :-1, :-1])[1]
     lo_b, hi_b = LOG_LAMBDA_BOUNDS
     grid = np.linspace(lo_b, hi_b, n_grid)
     lam_g = np.exp(grid)[:, None]
-    d, _, _, ld, _, _ = _weights(lam_g, s)
+    h = lam_g * s + 1.0
+    d, ld = 1.0 / h, np.log(h).sum(-1)
     Mg = _gram_shared(d, F, X)  # (m, g, p, p)
     MXX = Mg[..., :-1, :-1]
     b = np.linalg.solve(MXX, Mg[..., :-1, -1:])[..., 0]
@@ -418,16 +453,13 @@ def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
     hi = grid[np.minimum(best + 1, n_grid - 1)]
     iterations = np.zeros(m, dtype=np.int64)
     active = np.arange(m)
-    FFp, XXp = _products(F, X)
     for _ in range(max_iter):
         if active.size == 0:
             break
         ta = t[active]
         lam = np.exp(ta)[:, None]
-        d0, d1w, d2w, ldh, dldh, d2ldh = _weights(lam, s, logdet=False)
-        Xa = X[active]
-        pa = (FFp, XXp[active])
-        M, M1, M2 = (_gram_each(w, F, Xa, pa) for w in (d0, d1w, d2w))
+        (M, M1, M2), (ldh, dldh, d2ldh) = _grams(lam[:, 0], s, F, X[active],
+                                                 derivatives=True, with_logdet=False)
         ldxa = logdet_xtx[active] if reml else 0.0
         _, g1, g2, *_ = _profile(M, M1, M2, ldh, dldh, d2ldh, n, reml, ldxa)
         lam1 = lam[:, 0]
@@ -459,8 +491,7 @@ def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
 def _final_fit(s, F, X, t, n, reml, logdet_xtx, iterations):
     """Evaluate the fit at ``t = log(lam)`` per variant."""
     lam = np.exp(t)
-    d0, d1w, d2w, ldh, dldh, d2ldh = _weights(lam[:, None], s)
-    M = _gram_each(d0, F, X)
+    M, (ldh, dldh, d2ldh) = _grams(lam, s, F, X)
     logl, _, _, b, Q, MXX_inv, df = _profile(M, M, M, ldh, dldh, d2ldh, n, reml,
                                              logdet_xtx)
     se2 = Q / df
@@ -479,8 +510,7 @@ def profile_curvature(s: np.ndarray, W: np.ndarray, y: np.ndarray, lam: float,
     F = np.column_stack([W, y])
     X = np.zeros((1, 0, s.shape[0]))
     lam_a = np.array([[lam]])
-    d0, d1w, d2w, ldh, dldh, d2ldh = _weights(lam_a, s)
-    M, M1, M2 = (_gram_each(w, F, X) for w in (d0, d1w, d2w))
+    (M, M1, M2), (ldh, dldh, d2ldh) = _grams(lam_a[:, 0], s, F, X, derivatives=True)
     logdet_xtx = np.linalg.slogdet(W.T @ W)[1]
     return float(_profile(M, M1, M2, ldh, dldh, d2ldh, s.shape[0], reml, logdet_xtx)[2][0])
 
@@ -523,7 +553,7 @@ def fit_em(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
     c0 = W.shape[1]
     c = c0 + k
     F = np.column_stack([W, y])
-    XtX = _gram_each(np.ones((m, n)), F, X)[:, :-1, :-1]
+    XtX = _grams(np.zeros(m), s, F, X)[0][:, :-1, :-1]
     XtX_inv = np.linalg.pinv(XtX)
     pos = s > 0
     s_safe = np.where(pos, s, 1.0)

@@ -1,9 +1,10 @@
 """The scan: the thin Dask layer that maps the per-block kernel over variants.
 
 Set-up (phenotype alignment, kinship, its eigendecomposition and the null
-fit) runs once on the client; the eigenvectors and null quantities enter the
-graph once, as one key every block task depends on; each variant chunk is one
-task: read, filter, impute, rotate, fit, LRT.  The result is a lazy
+fit) runs once on the client; the eigenvectors and null quantities are
+scattered to every worker once (with a ``distributed`` client) and every block
+task depends on that one key; each variant chunk is one task: read, filter,
+impute, rotate, fit, LRT.  The result is a lazy
 ``xarray.Dataset`` over ``variants``.
 """
 
@@ -124,7 +125,7 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
          solver: str = "exact", em_start: str = "classic", center: bool = True,
          maf: float = 0.01, max_missing: float = 0.05, em_tol: float = 1e-5,
          em_max_iter: int = 100, null: tuple[np.ndarray, NullModel] | None = None,
-         **sources) -> xr.Dataset:
+         broadcast: bool = True, **sources) -> xr.Dataset:
     """LMM association scan of every variant, lazy over variant chunks.
 
     Parameters
@@ -166,9 +167,9 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
     null_start = None
     if solver == "em" and em_start == "null":
         null_start = (nm.ml.beta[0], nm.ml.sigma_sq_a[0], nm.ml.sigma_sq_e[0])
-    shared = dask.delayed(
-        {"samples": samples, "U": nm.U, "s": nm.s, "W": nm.W, "Wr": nm.Wr, "yr": nm.yr,
-         "logl_null": float(null_fit.logl[0]), "null_start": null_start}, pure=True)
+    shared = _share({"samples": samples, "U": nm.U, "s": nm.s, "W": nm.W, "Wr": nm.Wr,
+                     "yr": nm.yr, "logl_null": float(null_fit.logl[0]),
+                     "null_start": null_start}, broadcast=broadcast)
     dosage = ds["call_dosage"].data
     if not isinstance(dosage, da.Array):
         dosage = da.from_array(dosage, chunks=(10_000, -1))
@@ -203,6 +204,34 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
         summary["em_logl_null"] = float(nm.em.logl[0])
     res.attrs.update(summary)
     return res
+
+
+def _share(shared: dict, broadcast: bool = True):
+    """The state every block task needs (U, s, the null fit) as one graph input.
+
+    With a ``distributed`` client current and ``broadcast``, it is scattered
+    to every worker once, before any task runs.  The alternative, a
+    ``dask.delayed`` key embedded in the graph, ships U (n x n float64) from
+    the client to the scheduler inside the graph, from the scheduler to the
+    one worker that materialises it, and then worker to worker on demand: the
+    scheduler holds a copy for the life of the graph and the first wave of
+    tasks on the other workers waits on those transfers.  Measured in
+    ``benchmarks/broadcast.py``.  Without a client (the threaded scheduler)
+    the delayed key is a plain in-memory object.
+    """
+    import dask
+
+    if broadcast:
+        try:
+            from distributed import default_client
+
+            client = default_client()
+        except (ImportError, ValueError):
+            client = None
+        if client is not None:
+            key = "dlmm-shared-" + dask.base.tokenize(*(shared[k] for k in sorted(shared)))
+            return client.scatter({key: shared}, broadcast=True, hash=False)[key]
+    return dask.delayed(shared, pure=True)
 
 
 def _block(dosage, shared, **kw):

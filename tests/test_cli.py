@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,9 @@ def test_demo_finds_causal_variants(tmp_path):
     top = r.stdout.split("top hits")[1].splitlines()[2:5]
     assert any(line.strip().startswith("*") for line in top), r.stdout
     assert (tmp_path / "d" / "demo.log.txt").exists()
+    # not a terminal: progress as lines; the cluster's size and dashboard are shown
+    assert re.search(r"^progress: (\d+)/\1 blocks 100%", r.stderr, re.M), r.stderr
+    assert "local Dask cluster: 1 worker" in r.stderr and "dask dashboard: http" in r.stderr
 
 
 @pytest.fixture
