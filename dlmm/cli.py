@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--maf", type=float, default=0.01, help="minimum allele frequency (0.01)")
     s.add_argument("--max-missing", type=float, default=0.05,
                    help="maximum missing rate of a variant (0.05)")
-    s.add_argument("--chunk-size", type=int, default=10_000, help="variants per task")
+    s.add_argument("--chunk-size", type=int, default=10_000,
+                   help="most variants per task (evened out across tasks); 10000")
     s.add_argument("--scheduler", help="address of a running Dask scheduler "
                    "(default: a local cluster on this machine)")
     s.add_argument("--out", "-o", required=True,

@@ -235,4 +235,7 @@ def _share(shared: dict, broadcast: bool = True):
 
 
 def _block(dosage, shared, **kw):
-    return kernels.scan_block(dosage, **shared, **kw)
+    from .blas import single_threaded
+
+    with single_threaded():
+        return kernels.scan_block(dosage, **shared, **kw)
