@@ -31,6 +31,7 @@ __all__ = [
     "dominance",
     "block_stats",
     "impute_mean",
+    "take",
     "variant_design",
     "Fit",
     "fit_exact",
@@ -120,31 +121,28 @@ def block_stats(dosage: np.ndarray, covariates: np.ndarray | None = None, *,
     dict with ``n_miss`` (m,) int, ``af`` (m,) frequency of the counted allele,
     ``mean`` (m,) mean dosage, ``tested`` (m,) bool.
     """
-    dosage = np.asarray(dosage, dtype=np.float64)
+    dosage = np.asarray(dosage)
     m, n = dosage.shape
-    missing = np.isnan(dosage)
-    n_miss = np.count_nonzero(missing, axis=1)
+    counts, total = _class_counts(dosage)
+    n0, n1, n2, n_miss = counts.T
     n_obs = n - n_miss
-    filled = np.where(missing, 0.0, dosage)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = filled.sum(axis=1) / n_obs
+        mean = total / n_obs
     af = mean / 2.0
     tested = (n_obs > 0) & (n_miss / n <= max_missing)
     tested &= (af >= maf) & (af <= 1.0 - maf)
     # Polymorphism as GEMMA checks it: at least two genotype classes, and not
     # all heterozygous.  Non-integer dosages only need a non-zero variance.
-    n1 = np.count_nonzero(dosage == 1.0, axis=1)
-    n2 = np.count_nonzero(dosage == 2.0, axis=1)
-    n0 = np.count_nonzero(dosage == 0.0, axis=1)
     integer = n0 + n1 + n2 + n_miss == n
     poly = (n0 + n1 > 0) & (n1 + n2 > 0) & (n0 + n2 > 0)
     if not integer.all():
         rows = ~integer
-        centred = np.where(missing[rows], 0.0, filled[rows] - np.nan_to_num(mean[rows])[:, None])
+        sub = np.asarray(dosage[rows], dtype=np.float64)
+        centred = np.where(np.isnan(sub), 0.0, sub - np.nan_to_num(mean[rows])[:, None])
         poly[rows] = (centred ** 2).sum(axis=1) > 0
     tested &= poly
     if covariates is not None and covariates.shape[1] > 1:
-        x = np.where(missing, np.nan_to_num(mean)[:, None], filled)
+        x = impute_mean(dosage, mean)
         Wtx = x @ covariates
         coef = np.linalg.solve(covariates.T @ covariates, Wtx.T).T
         v_w = (Wtx * coef).sum(axis=1)
@@ -154,10 +152,66 @@ def block_stats(dosage: np.ndarray, covariates: np.ndarray | None = None, *,
     return {"n_miss": n_miss, "af": af, "mean": mean, "tested": tested}
 
 
+@numba.njit(nogil=True, cache=True)
+def _class_counts(dosage):  # pragma: no cover (compiled)
+    m, n = dosage.shape
+    counts = np.zeros((m, 4), dtype=np.int64)  # dosage 0, 1, 2, missing
+    total = np.zeros(m)
+    for j in range(m):
+        c0 = c1 = c2 = cm = 0
+        t = 0.0
+        for i in range(n):
+            v = dosage[j, i]
+            if np.isnan(v):
+                cm += 1
+            else:
+                t += v
+                if v == 0.0:
+                    c0 += 1
+                elif v == 1.0:
+                    c1 += 1
+                elif v == 2.0:
+                    c2 += 1
+        counts[j, 0], counts[j, 1], counts[j, 2], counts[j, 3] = c0, c1, c2, cm
+        total[j] = t
+    return counts, total
+
+
+@numba.njit(nogil=True, cache=True)
+def _gather(dosage, rows, cols, fill):  # pragma: no cover (compiled)
+    out = np.empty((rows.size, cols.size))
+    for a in range(rows.size):
+        j = rows[a]
+        f = fill[j]
+        for b in range(cols.size):
+            v = dosage[j, cols[b]]
+            out[a, b] = f if np.isnan(v) else v
+    return out
+
+
+def take(dosage: np.ndarray, rows: np.ndarray | None = None, cols: np.ndarray | None = None,
+         fill: np.ndarray | None = None) -> np.ndarray:
+    """``dosage[rows][:, cols]`` as float64 in one pass, NaN replaced by ``fill[row]``.
+
+    rows, cols : bool masks or indices (default all); fill : (m,) per-variant
+    value for missing calls (default: keep NaN).  Returns a new C-contiguous
+    (rows, cols) float64 array, whatever the input's float dtype.
+    """
+    dosage = np.asarray(dosage)
+    m, n = dosage.shape
+    rows = np.arange(m) if rows is None else np.flatnonzero(rows) if \
+        np.asarray(rows).dtype == bool else np.asarray(rows)
+    cols = np.arange(n) if cols is None else np.flatnonzero(cols) if \
+        np.asarray(cols).dtype == bool else np.asarray(cols)
+    fill = np.full(m, np.nan) if fill is None else np.asarray(fill, dtype=np.float64)
+    if dosage.dtype not in (np.float32, np.float64):
+        dosage = dosage.astype(np.float64)
+    return _gather(dosage, rows.astype(np.int64), cols.astype(np.int64), fill)
+
+
 def impute_mean(dosage: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """Replace missing (NaN) dosages by the variant's mean, ``(m, n) -> (m, n)``."""
-    dosage = np.asarray(dosage, dtype=np.float64)
-    return np.where(np.isnan(dosage), np.nan_to_num(mean)[:, None], dosage)
+    return take(dosage, fill=np.nan_to_num(mean))
 
 
 def variant_design(dosage: np.ndarray, model: str) -> np.ndarray:
@@ -692,7 +746,7 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     (m, len(result_columns(model))) float64; untested variants are NaN
     except ``n_miss``, ``af`` and ``tested`` (0).
     """
-    x = np.asarray(dosage, dtype=np.float64)[:, samples]
+    x = take(dosage, cols=samples)
     st = block_stats(x, W, maf=maf, max_missing=max_missing)
     cols = result_columns(model)
     out = np.full((x.shape[0], len(cols)), np.nan)
@@ -704,7 +758,7 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
         out[:, 2] = t
         xt = xi[t]
     else:
-        xt = impute_mean(x[t], st["mean"][t])
+        xt = take(x, rows=t, fill=np.nan_to_num(st["mean"]))
     if not t.any():
         return out
     X = variant_design(xt, model)
