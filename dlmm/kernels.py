@@ -160,18 +160,14 @@ def _class_counts(dosage):  # pragma: no cover (compiled)
     for j in range(m):
         c0 = c1 = c2 = cm = 0
         t = 0.0
-        for i in range(n):
+        for i in range(n):  # branch-free: genotypes are in random order
             v = dosage[j, i]
-            if np.isnan(v):
-                cm += 1
-            else:
-                t += v
-                if v == 0.0:
-                    c0 += 1
-                elif v == 1.0:
-                    c1 += 1
-                elif v == 2.0:
-                    c2 += 1
+            ok = v == v  # not NaN
+            cm += not ok
+            t += v if ok else 0.0
+            c0 += v == 0.0
+            c1 += v == 1.0
+            c2 += v == 2.0
         counts[j, 0], counts[j, 1], counts[j, 2], counts[j, 3] = c0, c1, c2, cm
         total[j] = t
     return counts, total
@@ -255,18 +251,20 @@ def grm_block(dosage: np.ndarray, use: np.ndarray, standardise: bool = False) ->
     -------
     (n, n) sum over used variants of ``x_c x_c^T`` (divide by their count).
     """
-    x = np.asarray(dosage, dtype=np.float64)[use]
-    missing = np.isnan(x)
-    n = x.shape[1]
-    n_obs = n - missing.sum(axis=1)
-    mean = np.where(missing, 0.0, x).sum(axis=1) / n_obs
-    xc = np.where(missing, 0.0, x - mean[:, None])
+    dosage = np.asarray(dosage)
+    n = dosage.shape[1]
+    rows = np.flatnonzero(use)
+    counts, total = _class_counts(dosage[rows] if rows.size < dosage.shape[0] else dosage)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nan_to_num(total / (n - counts[:, 3]))
+    xc = take(dosage, rows=rows, fill=mean)  # missing calls at the mean: 0 once centred
+    xc -= mean[:, None]
     if standardise:
         # GEMMA's variance: imputed values count as the mean, over all n.
-        var = (xc ** 2).sum(axis=1) / n
+        var = np.einsum("ij,ij->i", xc, xc) / n
         scale = np.where(var > 0, 1.0 / np.sqrt(np.where(var > 0, var, 1.0)), 1.0)
-        xc = xc * scale[:, None]
-    return xc.T @ xc
+        xc *= scale[:, None]
+    return xc.T @ xc  # A^T A: numpy calls BLAS syrk
 
 
 # --------------------------------------------------------------------------
