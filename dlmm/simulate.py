@@ -71,8 +71,8 @@ def simulate_families(n_families: int = 60, n_children: int = 2, n_variants: int
 
 
 def simulate_population(n_samples: int, n_variants: int, *, chunk_size: int = 10_000,
-                        n_populations: int = 4, fst: float = 0.05, n_causal: int = 10,
-                        effect: float = 0.3, n_contigs: int = 10, seed: int = 0):
+                        n_populations: int = 4, fst: float = 0.05, n_causal: int = 500,
+                        h2: float = 0.5, n_contigs: int = 10, seed: int = 0):
     """A lazy, seeded genotype Dataset of any size, and a trait: for benchmarks.
 
     Samples fall in ``n_populations`` equal groups whose allele frequencies
@@ -85,8 +85,9 @@ def simulate_population(n_samples: int, n_variants: int, *, chunk_size: int = 10
     -------
     ``(ds, y)``: the genotype Dataset (``call_dosage`` (variants, samples) as a
     dask array with chunks of ``chunk_size`` variants, ``variant_*``,
-    ``sample_id``) and the trait (samples,): population means, ``effect``
-    times the dosage of ``n_causal`` variants of the first chunk, and unit noise.
+    ``sample_id``) and a polygenic trait (samples,): normal effects of
+    ``n_causal`` variants of the first chunk (standardised), scaled to explain
+    ``h2`` of the variance, plus noise.
     """
     import dask.array as da
 
@@ -108,8 +109,11 @@ def simulate_population(n_samples: int, n_variants: int, *, chunk_size: int = 10
         variant_allele=np.tile(np.array(["A", "G"], dtype=object), (n_variants, 1)))
     first = dosage.blocks[0].compute()
     causal = rng.choice(first.shape[0], min(n_causal, first.shape[0]), replace=False)
-    y = (rng.normal(0, 0.5, n_populations)[pop] + effect * first[causal].sum(axis=0)
-         + rng.standard_normal(n_samples))
+    g = first[causal]
+    g = (g - g.mean(axis=1, keepdims=True)) / np.maximum(g.std(axis=1, keepdims=True), 1e-12)
+    a = rng.standard_normal(causal.size) @ g
+    a *= np.sqrt(h2) / max(a.std(), 1e-12)
+    y = a + np.sqrt(1.0 - h2) * rng.standard_normal(n_samples)
     return ds, y
 
 
