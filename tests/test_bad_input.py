@@ -205,6 +205,10 @@ CASES = [
      ["f.zarr", "no call_genotype or call_dosage"]),
     ("zarr-genotypes-not-integer", _float_genotype_zarr, ["h.zarr"],
      ["h.zarr", "call_genotype has dtype float32"]),
+    ("store-url-unknown-protocol", None, ["nosuch://bucket/g.zarr"],
+     ["nosuch://bucket/g.zarr", "cannot read this URL", "install the fsspec filesystem"]),
+    ("store-url-missing", None, ["file:///nonexistent/g.zarr"],
+     ["file:///nonexistent/g.zarr", "not a Zarr store"]),
     ("folder-not-a-zarr-store", lambda d: (d / "empty.zarr").mkdir(), ["empty.zarr"],
      ["empty.zarr", "not a Zarr store"]),
 ]

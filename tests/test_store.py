@@ -118,3 +118,37 @@ def test_real_dask_cluster_on_loopback(plink, tmp_path):
                                       b.drop(columns="iterations"), rtol=1e-8)
         counts = worker_task_counts(cluster.address)  # both workers took part
         assert len(counts) == 2 and all(c > 0 for c in counts.values()), counts
+
+
+def test_store_paths_as_fsspec_urls(tmp_path):
+    """file:// and memory:// URLs open the same store (s3://, gs:// go the same way)."""
+    import uuid
+
+    from dlmm import store
+    from dlmm.demo import write_demo_plink
+
+    write_demo_plink(tmp_path / "p", seed=5, n_families=20, n_variants=200)
+    assert cli("convert", tmp_path / "p", tmp_path / "g.zarr", "--chunk-size", 50).returncode == 0
+    local = io.open_store(tmp_path / "g.zarr")
+    url = (tmp_path / "g.zarr").as_uri()
+    assert url.startswith("file:///") and io.is_zarr_store(url)
+    import fsspec
+
+    root = f"/dlmm-{uuid.uuid4().hex}"
+    fsspec.filesystem("memory").put(str(tmp_path / "g.zarr"), f"{root}/g.zarr", recursive=True)
+    mem = f"memory://{root}/g.zarr"
+    assert not io.is_zarr_store(f"memory://dlmm-{uuid.uuid4().hex}/none.zarr")
+    y = io.read_fam_phenotype(tmp_path / "p")
+    base = dlmm.scan(local, y).compute(scheduler="sync")
+    for where in (url, mem):
+        ds = io.open_store(where)
+        np.testing.assert_array_equal(ds["call_dosage"].values, local["call_dosage"].values)
+        got = dlmm.scan(ds, y).compute(scheduler="sync")
+        np.testing.assert_array_equal(got["variant_lmm_p_value"], base["variant_lmm_p_value"])
+    # the command line takes the URL where it takes the store's path
+    r = cli("scan", url, "--out", tmp_path / "u")
+    assert r.returncode == 0, r.stderr
+    r = cli("scan", tmp_path / "g.zarr", "--out", tmp_path / "l")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "u.assoc.tsv").read_text() == (tmp_path / "l.assoc.tsv").read_text()
+    assert store.open_results(tmp_path / "u.zarr").attrs["source"] == url
