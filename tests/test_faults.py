@@ -53,6 +53,7 @@ def test_worker_sigkill_mid_scan(plink, local, tmp_path):
         deadline = time.time() + 300
         while blocks_done(f"{out}.zarr") < 3 and time.time() < deadline and scan.poll() is None:
             time.sleep(0.02)
+        assert not (tmp_path / "dist.assoc.tsv").exists()  # only renamed into place at the end
         victim = cluster.workers[0]
         victim.send_signal(signal.SIGKILL)
         victim.wait()
@@ -62,6 +63,8 @@ def test_worker_sigkill_mid_scan(plink, local, tmp_path):
         assert 3 <= at_kill < 30, at_kill  # killed mid-scan, not before or after
         alive = worker_task_counts(cluster.address)
         assert len(alive) == 1 and list(alive.values())[0] > 0, alive
+    assert sorted(p.name for p in tmp_path.glob("dist*")) == [
+        "dist.assoc.tsv", "dist.log.txt", "dist.zarr"]  # no temporary file left
     res = store.open_results(f"{out}.zarr").load()
     assert res["block_done"].values.all() and (res["block_run"].values == 0).all()
     _same(res, local)
