@@ -78,6 +78,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _QuietInputErrors(logging.Filter):
+    """A task that raised InputError (e.g. a corrupt store chunk) is reported once,
+    as the command's one-line error: drop the local worker's log of it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith("Compute Failed") and "InputError(" in msg)
+
+
 @contextlib.contextmanager
 def _client(address: str | None):
     """The Dask client of a command: the given scheduler, or a local cluster."""
@@ -297,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .errors import InputError
 
+    logging.getLogger("distributed.worker").addFilter(_QuietInputErrors())
     try:
         return {"scan": _scan, "demo": _demo, "convert": _convert}[args.command](args)
     except InputError as e:

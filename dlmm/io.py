@@ -374,6 +374,36 @@ def is_zarr_store(path: str | os.PathLike) -> bool:
     return p.is_dir() and any((p / f).exists() for f in (".zgroup", ".zmetadata", "zarr.json"))
 
 
+def _read_rows(path: str, name: str, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` (variants) of a store's array; a chunk that cannot be
+    read or decoded (a corrupt store) is an InputError naming it."""
+    import zarr
+
+    try:
+        return zarr.open_array(path, path=name, mode="r")[start:stop]
+    except Exception as e:  # zarr, numcodecs and fsspec raise many types
+        raise InputError(path, f"{name}[{start}:{stop}] cannot be read ({type(e).__name__}: "
+                         f"{e})", "rewrite the store (`dlmm convert`, bio2zarr); blocks already "
+                         "written are kept for --resume") from None
+
+
+def _checked_read(path, name: str, var: xr.DataArray):
+    """``var`` as a dask array that reads its store with :func:`_read_rows`,
+    one task per chunk of variants (all samples)."""
+    import dask
+    import dask.array as da
+
+    rows = var.data.chunks[0]
+    blocks, start = [], 0
+    for size in rows:
+        read = dask.delayed(_read_rows, pure=True)(str(path), name, start, start + size)
+        blocks.append(da.from_delayed(read, shape=(size,) + var.shape[1:], dtype=var.dtype))
+        start += size
+    if not blocks:
+        return var.data
+    return da.concatenate(blocks, axis=0)
+
+
 def open_store(path: str | os.PathLike) -> xr.Dataset:
     """Open a VCF Zarr / sgkit genotype store lazily.
 
@@ -409,13 +439,16 @@ def open_store(path: str | os.PathLike) -> xr.Dataset:
             raise InputError(p, f"call_genotype has dtype {gt.dtype}, not integer allele "
                              "indices", "give a VCF Zarr store (bio2zarr, sgkit or "
                              "`dlmm convert`)")
-        g = gt.data
+        g = _checked_read(p, "call_genotype", gt)
         dos = (g > 0).sum(axis=-1).astype(np.float32)
         dosage = da.where((g < 0).any(axis=-1), np.float32(np.nan), dos)
         ds = ds.assign(call_dosage=(("variants", "samples"), dosage))
     elif ds["call_dosage"].dims != ("variants", "samples"):
         raise InputError(p, f"call_dosage has dims {ds['call_dosage'].dims}",
                          "expected (variants, samples)")
+    else:
+        ds = ds.assign(call_dosage=(("variants", "samples"),
+                                    _checked_read(p, "call_dosage", ds["call_dosage"])))
     for need in ("sample_id", "variant_position"):
         if need not in ds:
             raise InputError(p, f"no {need} variable", "give a VCF Zarr store with it")

@@ -283,3 +283,21 @@ def test_all_missing_and_monomorphic_variants_are_skipped_and_reported(base, tmp
     table = pd.read_csv(tmp_path / "res.assoc.tsv", sep="\t")
     assert len(table) == 18 and not {"snp3", "snp6"} & set(table["rs"])
     assert "RuntimeWarning" not in r.stderr, r.stderr
+
+
+def test_corrupt_store_chunk(data, tmp_path):
+    """Found only when the chunk is read, in a task: still one line and exit 2.
+
+    (The GRM pass reads it first, so nothing is written; with --kinship the
+    blocks written before it are kept for --resume.)
+    """
+    (data / "g.zarr" / "call_genotype" / "1.0.0").write_bytes(b"not a blosc frame")
+    out = tmp_path / "out"
+    out.mkdir()
+    r = dlmm("scan", data / "g.zarr", "--out", out / "res")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if not ln.startswith("dask dashboard:")]
+    assert len(lines) == 1 and lines[0].startswith("dlmm: error: "), r.stderr
+    assert "g.zarr: call_genotype[20:40] cannot be read" in lines[0] and ". Fix: " in lines[0]
+    assert list(out.iterdir()) == []
