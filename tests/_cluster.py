@@ -45,16 +45,22 @@ class Cluster:
     workers: list[subprocess.Popen] = field(default_factory=list)
 
 
-def _wait_for_workers(address: str, n: int, prefix=()) -> list[str]:
-    """Block until ``n`` workers are connected; returns their addresses."""
-    script = ("import json, sys\nfrom distributed import Client\n"
-              f"with Client({address!r}, timeout=60) as c:\n"
-              f"    c.wait_for_workers({n}, timeout=60)\n"
-              "    print(json.dumps(sorted(c.scheduler_info(n_workers=-1)['workers'])))\n")
+def _with_client(address: str, body: str, prefix=(), timeout: float = 180):
+    """Run ``body`` (indented code using ``c``, a Client of ``address``) in a new
+    Python process (inside ``prefix``); returns what its last line printed, as JSON."""
+    script = ("import json\nfrom distributed import Client\n"
+              f"with Client({address!r}, timeout=60) as c:\n{body}")
     r = subprocess.run([*prefix, PY, "-c", script], capture_output=True, text=True, env=ENV,
-                       timeout=180)
+                       timeout=timeout)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _wait_for_workers(address: str, n: int, prefix=()) -> list[str]:
+    """Block until ``n`` workers are connected; returns their addresses."""
+    return _with_client(address, f"    c.wait_for_workers({n}, timeout=60)\n"
+                        "    print(json.dumps(sorted(c.scheduler_info(n_workers=-1)['workers'])))\n",
+                        prefix)
 
 
 @contextlib.contextmanager
@@ -103,13 +109,8 @@ def dask_cluster(workdir: Path, *, scheduler_host: str = "127.0.0.1",
 
 def worker_task_counts(address: str, prefix=()) -> dict[str, int]:
     """How many task transitions each connected worker has logged."""
-    script = ("import json\nfrom distributed import Client\n"
-              f"with Client({address!r}, timeout=60) as c:\n"
-              "    print(json.dumps(c.run(lambda dask_worker: len(dask_worker.state.log))))\n")
-    r = subprocess.run([*prefix, PY, "-c", script], capture_output=True, text=True, env=ENV,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return _with_client(address, "    print(json.dumps(c.run(lambda dask_worker: "
+                        "len(dask_worker.state.log))))\n", prefix)
 
 
 # --------------------------------------------------------------------------
