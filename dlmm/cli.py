@@ -306,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .errors import InputError
 
-    logging.getLogger("distributed.worker").addFilter(_QuietInputErrors())
+    worker_log = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _QuietInputErrors) for f in worker_log.filters):
+        worker_log.addFilter(_QuietInputErrors())
     try:
         return {"scan": _scan, "demo": _demo, "convert": _convert}[args.command](args)
     except InputError as e:
