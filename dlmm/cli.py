@@ -79,6 +79,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _QuietInputErrors(logging.Filter):
+    """A task that raised InputError (e.g. a corrupt store chunk) is reported once,
+    as the command's one-line error: drop the local worker's log of it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith("Compute Failed") and "InputError(" in msg)
+
+
 @contextlib.contextmanager
 def _client(address: str | None):
     """The Dask client of a command: the given scheduler, or a local cluster."""
@@ -136,8 +145,8 @@ def _load(args):
 
     g = args.genotypes
     # the genotypes, and the phenotypes they carry (None: --pheno is needed)
-    if io.is_zarr_store(g):
-        ds = io.open_store(g)
+    if io.is_url(g) or io.is_zarr_store(g) or Path(g).is_dir():
+        ds = io.open_store(g)  # a folder that is no Zarr store: open_store says so
         carried = ds["sample_phenotype"].values if "sample_phenotype" in ds else None
         carried_src, what = g, "store"
     elif Path(f"{g}.bed").exists() or Path(f"{g}.fam").exists():
@@ -162,7 +171,8 @@ def _load(args):
     else:
         raise InputError(g, "the store has no sample_phenotype variable",
                          "give --pheno FILE (one row per store sample)")
-    K = io.read_kinship(args.kinship, n) if args.kinship else None
+    K = (io.read_kinship(args.kinship, n, sample_id=ds["sample_id"].values)
+         if args.kinship else None)
     W = io.read_covariates(args.covar, n) if args.covar else None
     if W is not None and not (np.ptp(W[~np.isnan(W).any(axis=1)], axis=0) == 0).any():
         print(f"warning: {args.covar}: no constant column; GEMMA's convention is to include "
@@ -201,6 +211,30 @@ def _null_lines(a) -> list[str]:
     return lines
 
 
+def _skipped_line(res, maf: float, max_missing: float) -> str | None:
+    """Why the variants that were not tested were skipped, as one log line."""
+    import numpy as np
+
+    skip = ~res["variant_lmm_tested"].values.astype(bool)
+    if not skip.any():
+        return None
+    n = res.attrs["n_analysed"]
+    miss = res["variant_n_missing"].values[skip]
+    af = res["variant_allele_frequency"].values[skip]
+    reasons = {
+        "all missing": miss == n,
+        f"missing rate above {max_missing:g}": (miss < n) & (miss / n > max_missing),
+        "monomorphic": (miss / n <= max_missing) & ((af == 0) | (af == 1)),
+        f"allele frequency below {maf:g}": ((miss / n <= max_missing) & (af > 0) & (af < 1)
+                                             & ((af < maf) | (af > 1 - maf))),
+    }
+    other = skip.sum() - sum(int(v.sum()) for v in reasons.values())
+    parts = [f"{int(v.sum())} {k}" for k, v in reasons.items() if v.any()]
+    if other:
+        parts.append(f"{other} without variation or explained by the covariates")
+    return f"## number of skipped SNPs/var = {int(skip.sum())} ({', '.join(parts)})"
+
+
 def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
              scheduler: str | None = None, kinship=None, covariates=None, sources=None,
              source: str = "", **options) -> tuple[Path, object]:
@@ -237,12 +271,15 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
     res = store.open_results(zpath).load()
     n_tested = int(res["variant_lmm_tested"].sum())
     lines = _count_lines(res.attrs, m, n_tested) + _null_lines(res.attrs)
+    skipped = _skipped_line(res, options.get("maf", 0.01), options.get("max_missing", 0.05))
+    if skipped:
+        lines.insert(5, skipped)
     store.write_tsv(res, tsv)
     lines.append(f"## total computation time = {(time.perf_counter() - t0) / 60:.6g} min")
     tmp = log.with_name(log.name + ".partial")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, log)
-    print(lines[4])
+    print("\n".join(lines[4:6] if skipped else lines[4:5]))
     print(f"results: {zpath} (Zarr), {tsv}\nlog: {log}")
     return tsv, res
 
@@ -250,12 +287,20 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
 def _scan(args) -> int:
     ds, y, ysrc, K, W = _load(args)
     run_scan(ds, y, out=args.out, overwrite=args.overwrite, resume=args.resume,
-             scheduler=args.scheduler, source=str(Path(args.genotypes).resolve()),
+             scheduler=args.scheduler, source=_source_name(args.genotypes),
              kinship=K, covariates=W, model=args.model, solver=args.solver,
              em_start=args.em_start, center=args.center, maf=args.maf,
              max_missing=args.max_missing, em_tol=args.em_tol, em_max_iter=args.em_max_iter,
-             sources={"phenotype_source": ysrc, "kinship_source": args.kinship or "kinship"})
+             sources={"phenotype_source": ysrc, "kinship_source": args.kinship or "kinship",
+                      "covariate_source": args.covar or "covariates"})
     return 0
+
+
+def _source_name(genotypes: str) -> str:
+    """The genotypes as recorded in the results: an absolute path, or the URL."""
+    from .io import is_url
+
+    return genotypes if is_url(genotypes) else str(Path(genotypes).resolve())
 
 
 def _convert(args) -> int:
@@ -296,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         handler.setLevel(logging.WARNING)
         logging.root.addHandler(handler)
 
+    worker_log = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _QuietInputErrors) for f in worker_log.filters):
+        worker_log.addFilter(_QuietInputErrors())
     try:
         return {"scan": _scan, "demo": _demo, "convert": _convert}[args.command](args)
     except InputError as e:

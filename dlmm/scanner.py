@@ -61,8 +61,9 @@ def _validate_phenotype(y: np.ndarray, n: int, source: str) -> np.ndarray:
 
 def validate_inputs(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = None,
                     covariates: np.ndarray | None = None, phenotype_source: str = "phenotype",
-                    kinship_source: str = "kinship"):
-    """Check the inputs of a scan at the boundary (cheap: no genotype is read).
+                    kinship_source: str = "kinship", covariate_source: str = "covariates"):
+    """Check the inputs of a scan at the boundary (no genotype is read; a given
+    kinship costs one Cholesky factorisation).
 
     Returns ``(y, samples, W, K)``: the phenotype (samples,), the analysed
     samples' mask (non-missing phenotype and covariates), their covariates
@@ -78,7 +79,7 @@ def validate_inputs(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarra
     else:
         W_all = np.asarray(covariates, dtype=np.float64)
         if W_all.ndim != 2 or W_all.shape[0] != n_all:
-            raise InputError("covariates", f"covariates have shape {W_all.shape}, expected "
+            raise InputError(covariate_source, f"covariates have shape {W_all.shape}, expected "
                              f"({n_all}, c)", "give one covariate row per genotype sample")
         samples &= ~np.isnan(W_all).any(axis=1)
     n = int(samples.sum())
@@ -87,8 +88,9 @@ def validate_inputs(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarra
         raise InputError(phenotype_source, f"only {n} analysed samples for {W.shape[1]} "
                          "covariates", "give at least covariates + 2 samples with data")
     if np.linalg.matrix_rank(W) < W.shape[1]:
-        raise InputError("covariates", "covariate columns are collinear",
-                         "drop redundant covariate columns")
+        raise InputError(covariate_source, "covariate columns are collinear on the "
+                         f"{n} analysed samples (rank {np.linalg.matrix_rank(W)} < "
+                         f"{W.shape[1]} columns)", "drop redundant covariate columns")
     K = None if kinship is None else validate_kinship(kinship, kinship_source, n_all)
     return y, samples, W, K
 
@@ -97,8 +99,8 @@ def prepare(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None
             covariates: np.ndarray | None = None, center: bool = True,
             solver: str = "exact", maf: float = 0.01, max_missing: float = 0.05,
             em_tol: float = 1e-5, em_max_iter: int = 100,
-            phenotype_source: str = "phenotype", kinship_source: str = "kinship"
-            ) -> tuple[np.ndarray, NullModel]:
+            phenotype_source: str = "phenotype", kinship_source: str = "kinship",
+            covariate_source: str = "covariates") -> tuple[np.ndarray, NullModel]:
     """Set up a scan: analysed samples, kinship, eigendecomposition, null fit.
 
     Returns ``(samples, null)``: the (samples,) bool mask of analysed samples
@@ -109,7 +111,8 @@ def prepare(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None
 
     y, samples, W, K = validate_inputs(ds, phenotype, kinship=kinship, covariates=covariates,
                                        phenotype_source=phenotype_source,
-                                       kinship_source=kinship_source)
+                                       kinship_source=kinship_source,
+                                       covariate_source=covariate_source)
     if K is None:
         K = grm(ds, samples, W, maf=maf, max_missing=max_missing).values
     K = K[np.ix_(samples, samples)]
