@@ -161,40 +161,27 @@ def write_report(results: xr.Dataset, path: str | os.PathLike, *,
     return _tmp_then_rename(path, lambda p: p.write_text(doc, encoding="utf-8"))
 
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{title}</title>
-<link rel="icon" href="data:,">
-{css}
-{js}
-</head>
-<body>
-{div}
-{script}
-</body>
-</html>
-"""
-
-
 def _standalone_html(layout, title: str) -> str:
     """A page that needs no network: Bokeh's JavaScript inline, nothing linked.
 
-    Bokeh's own ``file_html`` also links the external scripts every imported
-    extension model declares (e.g. Panel's, which HoloViews imports) even when
-    the document does not use them; here only the inline JavaScript of the
-    Bokeh components and extensions the document uses is kept.
+    As ``bokeh.embed.file_html`` with inline resources, except that Bokeh
+    also links the external scripts that every *imported* extension model
+    declares (e.g. Panel's, which HoloViews imports) even when the document
+    does not use them: only the inline JavaScript of the Bokeh components
+    and extensions this document uses is kept.
     """
-    from bokeh.embed import components
     from bokeh.embed.bundle import bundle_for_objs_and_resources
+    from bokeh.embed.elements import html_page_for_render_items
+    from bokeh.embed.util import OutputDocumentFor, standalone_docs_json_and_render_items
     from bokeh.resources import INLINE
 
-    bundle = bundle_for_objs_and_resources([layout], INLINE)
-    script, div = components(layout)
-    js = "\n".join(f'<script type="text/javascript">\n{raw}\n</script>' for raw in bundle.js_raw)
-    css = "\n".join(f"<style>\n{raw}\n</style>" for raw in bundle.css_raw)
-    return _PAGE.format(title=html.escape(title), css=css, js=js, div=div, script=script)
+    with OutputDocumentFor([layout]) as doc:
+        docs_json, render_items = standalone_docs_json_and_render_items([layout])
+        bundle = bundle_for_objs_and_resources([doc], INLINE)
+        bundle.js_files, bundle.css_files = [], []
+        page = html_page_for_render_items(bundle, docs_json, render_items, title=title)
+    # no favicon request either
+    return page.replace("<head>", '<head>\n<link rel="icon" href="data:,">', 1)
 
 
 def write_png(results: xr.Dataset, path: str | os.PathLike, *,
