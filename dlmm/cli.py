@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", help="address of a running Dask scheduler "
                    "(default: a local cluster on this machine)")
     s.add_argument("--out", "-o", required=True,
-                   help="output prefix: writes PREFIX.zarr, PREFIX.assoc.tsv and PREFIX.log.txt")
+                   help="output prefix: writes PREFIX.zarr, PREFIX.assoc.tsv, PREFIX.log.txt "
+                   "and PREFIX.report.html")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     s.add_argument("--resume", action="store_true",
                    help="finish an interrupted scan: compute only blocks not in PREFIX.zarr")

@@ -88,9 +88,9 @@ def manhattan_frame(results: xr.Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
     Returns
     -------
     variants : DataFrame (tested variants,), indexed by the variant's index
-        in ``results``, with ``id``, ``chrom``, ``pos``,
-        ``p``, ``beta``, ``x`` (cumulative position), ``nlp`` (-log10 p, p
-        floored at 1e-300) and ``colour`` (0/1, alternating by chromosome).
+        in ``results``, with ``chrom`` (categorical), ``pos``, ``p``, ``x``
+        (cumulative position), ``nlp`` (-log10 p, p floored at 1e-300) and
+        ``colour`` (0/1, alternating by chromosome).
     contigs : DataFrame (contigs,) with ``chrom``, ``start`` (offset on the
         cumulative axis), ``end`` and ``mid`` (tick position).
     """
@@ -114,12 +114,9 @@ def manhattan_frame(results: xr.Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
     tested = np.asarray(results["variant_lmm_tested"].values, dtype=bool) & np.isfinite(p)
     c = code[tested]
     frame = pd.DataFrame({
-        "id": _str(results["variant_id"].values[tested]) if "variant_id" in results
-        else np.flatnonzero(tested).astype(str),
-        "chrom": names[c],
+        "chrom": pd.Categorical.from_codes(c, categories=names),
         "pos": pos[tested],
         "p": p[tested],
-        "beta": np.asarray(results["variant_lmm_beta"].values, dtype=np.float64)[tested],
         "x": start[c] + (pos[tested] - lo[c]),
         "nlp": -np.log10(np.maximum(p[tested], _P_FLOOR)),
         "colour": (order[c] % 2).astype(np.int8),
@@ -285,7 +282,7 @@ def manhattan(results: xr.Dataset, *, significance: float | str = GENOME_WIDE,
     holoviews Overlay (Layout with traits): two ``Image`` rasters of
     variant counts per pixel (group ``Manhattan``, labels ``Even``/``Odd``:
     alternating chromosomes), ``HLine`` at -log10(significance), ``Points``
-    (group ``TopHits``).
+    (group ``TopHits``).  With ``dynamic``, a DynamicMap of such overlays.
     """
     hv, has_mpl = _backends()
 
@@ -306,12 +303,17 @@ def manhattan(results: xr.Dataset, *, significance: float | str = GENOME_WIDE,
             img = rasterize(pts, **kw)
             if not dynamic:
                 img = img.relabel(group="Manhattan", label=label)
+            img = img.opts(cmap=_CMAPS[colour], cnorm="eq_hist", colorbar=False, tools=[],
+                           backend="bokeh")
+            if has_mpl:
+                img = img.opts(cmap=_CMAPS[colour], cnorm="eq_hist", colorbar=False,
+                               backend="matplotlib")
             layers.append(img)
         top = top_hits(res, n_top)
         top = top.assign(x=frame.loc[top.index, "x"], nlp=frame.loc[top.index, "nlp"])
         hits = hv.Points(top, kd, ["id", "chrom", "pos", "p", "beta"], group="TopHits")
         sig = hv.HLine(line, group="Significance")
-        ov = hv.Overlay(layers + [sig, hits]).relabel(ttl)
+        ov = (layers[0] * layers[1] * sig * hits).relabel(ttl)
         return _style_manhattan(ov, contigs, xr_, width, height, has_mpl)
 
     return _per_trait(results, one, title)
@@ -329,16 +331,12 @@ def _style_manhattan(ov, contigs, xr_, width, height, has_mpl):
     hover = _hover([("id", "id", ""), ("chromosome", "chrom", ""), ("position", "pos", ""),
                     ("p", "p", "{%.3e}"), ("beta", "beta", "{%.4g}")])
     ov = ov.opts({
-        "Image.Manhattan.Even": dict(cmap=_CMAPS[0], cnorm="eq_hist", colorbar=False, tools=[]),
-        "Image.Manhattan.Odd": dict(cmap=_CMAPS[1], cnorm="eq_hist", colorbar=False, tools=[]),
         "Points.TopHits": dict(color=_TOP_COLOUR, size=6, tools=[hover]),
         "HLine.Significance": dict(color=_TOP_COLOUR, line_dash="dashed", line_width=1),
         "Overlay": dict(width=width, height=height, xticks=ticks, xlim=xr_, show_grid=False),
     }, backend="bokeh")
     if has_mpl:
         ov = ov.opts({
-            "Image.Manhattan.Even": dict(cmap=_CMAPS[0], cnorm="eq_hist", colorbar=False),
-            "Image.Manhattan.Odd": dict(cmap=_CMAPS[1], cnorm="eq_hist", colorbar=False),
             "Points.TopHits": dict(color=_TOP_COLOUR, s=12),
             "HLine.Significance": dict(color=_TOP_COLOUR, linestyle="--", linewidth=1),
             "Overlay": dict(aspect=width / height, fig_inches=(10, 10 * height / width),
@@ -384,7 +382,7 @@ def qq(results: xr.Dataset, *, level: float = 0.95, width: int = 420, height: in
         }, backend="bokeh")
         if has_mpl:
             ov = ov.opts({
-                "Area.Band": dict(facecolor="#d9d9d9", alpha=0.8, linewidth=0),
+                "Area.Band": dict(color="#d9d9d9", facecolor="#d9d9d9", alpha=0.8, linewidth=0),
                 "Curve.Diagonal": dict(color="#636363", linestyle="--"),
                 "Scatter.QQ": dict(color="#08306b", s=4),
                 "Overlay": dict(aspect=1, fig_inches=4.5),

@@ -196,7 +196,7 @@ def write_png(results: xr.Dataset, path: str | os.PathLike, *,
     panels = []
     for a, b in zip(_panels(m), _panels(q)):
         panels += [a, b]
-    fig = hv.Layout(panels).cols(2).opts(sublabel_format="", fig_size=200, aspect_weight=True,
+    fig = hv.Layout(panels).cols(2).opts(sublabel_format="", fig_size=280, aspect_weight=True,
                                          backend="matplotlib")
     return _tmp_then_rename(path, lambda p: hv.save(fig, p, fmt="png", backend="matplotlib"))
 

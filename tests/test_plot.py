@@ -46,12 +46,12 @@ def test_manhattan_plots_every_tested_variant(sim):
     # chromosomes alternate: contigs 1, 3, 5, 7 in one raster, 2, 4, 6 in the other
     frame, contigs = plot.manhattan_frame(sim)
     even = frame[frame["colour"] == 0]
-    assert sorted(even["chrom"].unique()) == ["1", "3", "5", "7"]
+    assert sorted(even["chrom"].unique().astype(str)) == ["1", "3", "5", "7"]
     assert int(_counts(imgs[0]).sum()) == len(even)
     # ticks: one per chromosome at its middle, chromosomes in order, not overlapping
     assert list(contigs["chrom"]) == [str(c) for c in range(1, 8)]
     assert (contigs["start"].to_numpy()[1:] > contigs["end"].to_numpy()[:-1]).all()
-    for c, g in frame.groupby("chrom"):
+    for c, g in frame.groupby("chrom", observed=True):
         row = contigs.set_index("chrom").loc[c]
         assert row["start"] <= g["x"].min() and g["x"].max() <= row["end"]
     # the raster's x extent holds the whole genome
@@ -80,6 +80,15 @@ def test_significance_line_and_top_hits(sim):
     assert line.data == pytest.approx(-np.log10(0.05 / n))
     with pytest.raises(ValueError):
         plot.manhattan(sim, significance="holm")
+
+
+def test_dynamic_manhattan_renders_with_bokeh(sim):
+    m = plot.manhattan(sim, dynamic=True)
+    assert isinstance(m, hv.DynamicMap)
+    fig = hv.renderer("bokeh").get_plot(m).state
+    glyphs = [type(getattr(r, "glyph", None)).__name__ for r in fig.renderers]
+    assert glyphs.count("Image") == 2 and "Scatter" in glyphs
+    assert any(type(t).__name__ == "HoverTool" for t in fig.tools)
 
 
 def test_string_contigs_in_order_of_appearance(sim):
@@ -124,7 +133,7 @@ def test_qq_plot_of_the_scan(sim):
     assert len(band) == len(pts)
 
 
-def test_traits_one_panel_each():
+def test_traits_one_panel_each(tmp_path):
     ds = simulate_results(5_000, n_traits=3, seed=2)
     m = plot.manhattan(ds, n_top=10)
     assert isinstance(m, hv.Layout) and len(m) == 3
@@ -141,6 +150,11 @@ def test_traits_one_panel_each():
     assert isinstance(q, hv.Layout) and len(q) == 3
     s = report.summary(plot.select_trait(ds, 2))
     assert s["pve"] == pytest.approx(0.5 * 1.2)
+    page = report.write_report(ds, tmp_path / "r.html").read_text()
+    for t in range(3):
+        assert f"Manhattan: trait{t + 1}" in page and f"QQ: trait{t + 1}" in page
+    rasters = [a for a in _bokeh_arrays(page) if a.ndim == 2]
+    assert len(rasters) == 6 and sum(np.nansum(a) for a in rasters) == 3 * tested
 
 
 def test_report_and_png_of_a_real_scan(tmp_path):

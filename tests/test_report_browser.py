@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import need_peer
+from dlmm import plot, store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -50,6 +51,34 @@ const views = [...Bokeh.index.all_views()];
 const plots = views.filter(v => v.model && (v.model.type === 'Figure' || v.model.type === 'Plot'));
 if (plots.length === 0) return null;
 return plots.every(v => v.is_idle) ? plots.length : null;
+"""
+
+# viewport position of the top hit (smallest p) in the Manhattan plot, and its fields
+_TOP_HIT = """
+const views = [...Bokeh.index.all_views()];
+const fig = views.find(v => v.model.type === 'Figure' && v.model.title
+                            && v.model.title.text.startsWith('Manhattan'));
+const r = fig.model.renderers.find(r => r.data_source && r.data_source.data
+                                        && r.data_source.data.id);
+const d = r.data_source.data;
+let i = 0;
+for (let k = 1; k < d.p.length; k++) if (d.p[k] < d.p[i]) i = k;
+const rect = fig.canvas_view.el.getBoundingClientRect();
+return {x: rect.left + fig.frame.x_scale.compute(d.x[i]),
+        y: rect.top + fig.frame.y_scale.compute(d.nlp[i]), id: d.id[i], p: d.p[i]};
+"""
+
+# the text of every tooltip element, inside shadow roots too
+_TOOLTIPS = """
+function all(root, out) {
+  for (const e of root.querySelectorAll('*')) {
+    if (e.shadowRoot) all(e.shadowRoot, out);
+    if (e.classList && [...e.classList].some(c => c.toLowerCase().includes('tooltip')))
+      out.push(e.innerText || e.textContent || '');
+  }
+  return out;
+}
+return all(document, []).join(' ');
 """
 
 
@@ -125,3 +154,17 @@ def test_report_renders_in_chromium(served_report, browser, tmp_path):
     blue = (np.abs(img - [0x08, 0x30, 0x6B]).sum(axis=2) < 60).sum()
     assert red > 30 and blue > 30, (red, blue)
     print(f"screenshot: {shot}")
+
+    # hovering the top hit shows its id and p-value
+    hit = browser.execute_script(_TOP_HIT)
+    res = store.open_results(served_report["dir"] / "demo.zarr")
+    top = plot.top_hits(res, 1)
+    assert hit["id"] == top["id"].iloc[0] and hit["p"] == top["p"].iloc[0]
+    browser.execute_cdp_cmd("Input.dispatchMouseEvent",
+                            {"type": "mouseMoved", "x": hit["x"], "y": hit["y"]})
+    deadline = time.monotonic() + 10
+    text = ""
+    while hit["id"] not in text and time.monotonic() < deadline:
+        time.sleep(0.2)
+        text = browser.execute_script(_TOOLTIPS)
+    assert hit["id"] in text and "p:" in text and "beta:" in text, text
