@@ -245,7 +245,8 @@ def _scan(args) -> int:
              kinship=K, covariates=W, model=args.model, solver=args.solver,
              em_start=args.em_start, center=args.center, maf=args.maf,
              max_missing=args.max_missing, em_tol=args.em_tol, em_max_iter=args.em_max_iter,
-             plot=args.plot, sources={"phenotype_source": ysrc, "kinship_source": args.kinship or "kinship"})
+             plot=args.plot,
+             sources={"phenotype_source": ysrc, "kinship_source": args.kinship or "kinship"})
     return 0
 
 
@@ -289,7 +290,10 @@ def _plot(args) -> int:
             raise InputError("--significance", f"{args.significance!r} is not a p-value in "
                              "(0, 1) or 'bonferroni'", "give e.g. 5e-8 or bonferroni")
     if not io.is_zarr_store(args.results):
-        raise InputError(args.results, "not a Zarr store", "give the PREFIX.zarr that dlmm scan wrote")
+        raise InputError(args.results, "not a Zarr store",
+                         "give the PREFIX.zarr that dlmm scan wrote")
+    if args.top < 0:
+        raise InputError("--top", f"{args.top} is negative", "give 0 or more top hits")
     res = store.open_results(args.results)
     if "variant_lmm_p_value" not in res:
         raise InputError(args.results, "no variant_lmm_p_value: not a result store of dlmm scan",

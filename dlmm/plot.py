@@ -165,7 +165,8 @@ def significance_level(results: xr.Dataset, significance: float | str = GENOME_W
     """
     if isinstance(significance, str):
         if significance.lower() != "bonferroni":
-            raise ValueError(f"significance must be a p-value or 'bonferroni', not {significance!r}")
+            raise ValueError("significance must be a p-value or 'bonferroni', "
+                             f"not {significance!r}")
         n = int(np.asarray(results["variant_lmm_tested"].values, dtype=bool).sum())
         return alpha / max(n, 1)
     s = float(significance)

@@ -147,8 +147,8 @@ def write_report(results: xr.Dataset, path: str | os.PathLike, *,
     renderer = hv.renderer("bokeh")
     source = results.attrs.get("source") or ""
     head = title or "dlmm association scan"
-    parts = [Div(text=_CSS + f"<h2>{html.escape(head)}</h2>"
-                 + (f"<p>genotypes: <code>{html.escape(str(source))}</code></p>" if source else ""))]
+    where = f"<p>genotypes: <code>{html.escape(str(source))}</code></p>" if source else ""
+    parts = [Div(text=_CSS + f"<h2>{html.escape(head)}</h2>" + where)]
     for name, res in _traits(results):
         s = summary(res)
         m = plot.manhattan(res, significance=significance, n_top=n_top,

@@ -234,6 +234,7 @@ def test_scan_no_plot(tmp_path):
     (["nothing.zarr"], "not a Zarr store"),
     (["{store}", "--significance", "0"], "--significance"),
     (["{store}", "--significance", "holm"], "--significance"),
+    (["{store}", "--top", "-1"], "--top"),
     (["{store}", "-o", "{tmp}/no/such/dir/r.html"], "output folder does not exist"),
 ])
 def test_plot_bad_input(tmp_path, sim, args, needle):
