@@ -320,7 +320,8 @@ def manhattan(results: xr.Dataset, *, significance: float | str = GENOME_WIDE,
     return _per_trait(results, one, title)
 
 
-def _hover(fields: list[tuple[str, str]]):
+def _hover(fields: list[tuple[str, str, str]]):
+    """A hover tool showing (label, column, printf format) of the data source."""
     from bokeh.models import HoverTool
 
     return HoverTool(tooltips=[(label, f"@{{{f}}}{fmt}") for label, f, fmt in fields],
