@@ -55,10 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", help="address of a running Dask scheduler "
                    "(default: a local cluster on this machine)")
     s.add_argument("--out", "-o", required=True,
-                   help="output prefix: writes PREFIX.zarr, PREFIX.assoc.tsv and PREFIX.log.txt")
+                   help="output prefix: writes PREFIX.zarr, PREFIX.assoc.tsv, PREFIX.log.txt "
+                   "and PREFIX.report.html")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     s.add_argument("--resume", action="store_true",
                    help="finish an interrupted scan: compute only blocks not in PREFIX.zarr")
+    s.add_argument("--no-plot", dest="plot", action="store_false",
+                   help="do not write the report PREFIX.report.html")
 
     c = sub.add_parser("convert", help="write PLINK or text genotypes to a VCF Zarr store",
                        description="Stream genotypes into a VCF Zarr store (call_genotype "
@@ -76,6 +79,18 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--families", type=int, default=150)
     d.add_argument("--variants", type=int, default=20_000)
     d.add_argument("--scheduler", help="address of a running Dask scheduler")
+
+    pl = sub.add_parser("plot", help="Manhattan and QQ plots of a scan: an HTML report",
+                        description="Write a self-contained HTML page (opens offline) with "
+                        "the summary table, the Manhattan and the QQ plot of a result store.")
+    pl.add_argument("results", help="result store PREFIX.zarr written by dlmm scan")
+    pl.add_argument("--out", "-o", required=True, help="the HTML file, e.g. report.html")
+    pl.add_argument("--png", help="also write the plots to this PNG file (no browser needed)")
+    pl.add_argument("--significance", default="5e-8",
+                    help="p-value of the significance line (5e-8), or 'bonferroni' "
+                    "(0.05 / variants tested)")
+    pl.add_argument("--top", type=int, default=100,
+                    help="top hits drawn as points with hover (100)")
     return p
 
 
@@ -237,12 +252,12 @@ def _skipped_line(res, maf: float, max_missing: float) -> str | None:
 
 def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
              scheduler: str | None = None, kinship=None, covariates=None, sources=None,
-             source: str = "", **options) -> tuple[Path, object]:
+             source: str = "", plot: bool = True, **options) -> tuple[Path, object]:
     """Driver shared by ``dlmm scan`` and ``dlmm demo``.
 
     Fits the null model, computes the variant chunks as Dask tasks, writes each
     to ``PREFIX.zarr`` as it finishes, then assembles the TSV and the log from
-    the store.
+    the store, and (``plot``) the report ``PREFIX.report.html``.
     """
     from . import scanner as scan_mod
     from . import store
@@ -281,6 +296,10 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
     os.replace(tmp, log)
     print("\n".join(lines[4:6] if skipped else lines[4:5]))
     print(f"results: {zpath} (Zarr), {tsv}\nlog: {log}")
+    if plot:
+        from .report import report_path, write_report
+
+        print(f"report: {write_report(res, report_path(out))}")
     return tsv, res
 
 
@@ -291,6 +310,7 @@ def _scan(args) -> int:
              kinship=K, covariates=W, model=args.model, solver=args.solver,
              em_start=args.em_start, center=args.center, maf=args.maf,
              max_missing=args.max_missing, em_tol=args.em_tol, em_max_iter=args.em_max_iter,
+             plot=args.plot,
              sources={"phenotype_source": ysrc, "kinship_source": args.kinship or "kinship",
                       "covariate_source": args.covar or "covariates"})
     return 0
@@ -329,6 +349,42 @@ def _demo(args) -> int:
     return 0
 
 
+def _plot(args) -> int:
+    from . import io, store
+    from .errors import InputError
+
+    sig = args.significance
+    if sig.lower() != "bonferroni":
+        try:
+            sig = float(sig)
+        except ValueError:
+            sig = -1.0
+        if not 0 < sig < 1:
+            raise InputError("--significance", f"{args.significance!r} is not a p-value in "
+                             "(0, 1) or 'bonferroni'", "give e.g. 5e-8 or bonferroni")
+    if not io.is_zarr_store(args.results):
+        raise InputError(args.results, "not a Zarr store",
+                         "give the PREFIX.zarr that dlmm scan wrote")
+    if args.top < 0:
+        raise InputError("--top", f"{args.top} is negative", "give 0 or more top hits")
+    res = store.open_results(args.results)
+    if "variant_lmm_p_value" not in res:
+        raise InputError(args.results, "no variant_lmm_p_value: not a result store of dlmm scan",
+                         "give the PREFIX.zarr that dlmm scan wrote")
+    if "block_done" in res and not bool(res["block_done"].all()):
+        raise InputError(args.results, "the scan is incomplete (some blocks not done)",
+                         "finish it with dlmm scan ... --resume")
+    for path in (args.out, args.png):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise InputError(path, "output folder does not exist", "create it first")
+    from .report import write_png, write_report
+
+    print(f"report: {write_report(res, args.out, significance=sig, n_top=args.top)}")
+    if args.png:
+        print(f"png: {write_png(res, args.png, significance=sig, n_top=args.top)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dlmm`` command; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -345,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     if not any(isinstance(f, _QuietInputErrors) for f in worker_log.filters):
         worker_log.addFilter(_QuietInputErrors())
     try:
-        return {"scan": _scan, "demo": _demo, "convert": _convert}[args.command](args)
+        return {"scan": _scan, "demo": _demo, "convert": _convert,
+                "plot": _plot}[args.command](args)
     except InputError as e:
         print(f"dlmm: error: {e}", file=sys.stderr)
         return 2
