@@ -100,17 +100,21 @@ class _QuietInputErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        return not (msg.startswith("Compute Failed") and "InputError(" in msg)
+        return not ((msg.startswith("Compute Failed") and "InputError(" in msg)
+                    # tasks cancelled as the command stops on that error
+                    or msg.endswith("ended with CancelledError"))
 
 
 @contextlib.contextmanager
 def _client(address: str | None):
-    """The Dask client of a command: the given scheduler, or a local cluster."""
+    """The Dask client of a command: the given scheduler, or a local cluster.
+
+    Yields ``(client, description)``: what the cluster is, for the log."""
     from distributed import Client, LocalCluster
 
     if address:
         with Client(address) as client:
-            yield client
+            yield client, f"scheduler {address}"
         return
     from dask.system import CPU_COUNT
     from distributed.system import MEMORY_LIMIT
@@ -121,9 +125,8 @@ def _client(address: str | None):
     with LocalCluster(n_workers=1, threads_per_worker=CPU_COUNT, processes=False,
                       memory_limit=MEMORY_LIMIT, dashboard_address=":0",
                       silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
-        print(f"local Dask cluster: 1 worker, {CPU_COUNT} threads, "
-              f"{MEMORY_LIMIT / 2**30:.1f} GiB", file=sys.stderr)
-        yield client
+        yield client, (f"local cluster: 1 worker, {CPU_COUNT} threads, "
+                       f"{MEMORY_LIMIT / 2**30:.1f} GiB")
 
 
 class _Progress:
@@ -275,8 +278,8 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
     scan_mod.validate_inputs(ds, y, kinship=kinship, covariates=covariates, **(sources or {}))
     t0 = time.perf_counter()
     m = ds.sizes["variants"]
-    with _client(scheduler) as client:
-        print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+    with _client(scheduler) as (client, cluster):
+        print(f"dask dashboard: {client.dashboard_link} ({cluster})", file=sys.stderr)
         res = scan_mod.scan(ds, y, kinship=kinship, covariates=covariates, **options,
                             **(sources or {}))
         res.attrs["source"] = source
@@ -395,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.root.handlers:
         handler = logging.StreamHandler()
         handler.setLevel(logging.WARNING)
+        handler.addFilter(_QuietInputErrors())
         logging.root.addHandler(handler)
 
     worker_log = logging.getLogger("distributed.worker")
