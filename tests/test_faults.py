@@ -64,7 +64,7 @@ def test_worker_sigkill_mid_scan(plink, local, tmp_path):
         alive = worker_task_counts(cluster.address)
         assert len(alive) == 1 and list(alive.values())[0] > 0, alive
     assert sorted(p.name for p in tmp_path.glob("dist*")) == [
-        "dist.assoc.tsv", "dist.log.txt", "dist.zarr"]  # no temporary file left
+        "dist.assoc.tsv", "dist.log.txt", "dist.report.html", "dist.zarr"]  # no temporary left
     res = store.open_results(f"{out}.zarr").load()
     assert res["block_done"].values.all() and (res["block_run"].values == 0).all()
     _same(res, local)
