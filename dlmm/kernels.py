@@ -454,7 +454,8 @@ def _profile(M, M1, M2, logdet_h, dlogdet_h, d2logdet_h, n, reml, logdet_xtx):
 
 def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
               reml: bool = False, n_grid: int = 11, xtol: float = 1e-10,
-              newton_tol: float = 1e-4, max_iter: int = 100) -> Fit:
+              newton_tol: float = 1e-4, max_iter: int = 100,
+              start: float | np.ndarray | None = None) -> Fit:
     """Exact (RE)ML fit of ``y = W b_w + X_j b_x + a + e`` for each variant j.
 
     For fixed ``lam = sa2/se2`` the fixed effects and se2 have closed forms, so
@@ -472,6 +473,9 @@ def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
     reml : maximise the restricted likelihood instead (used for the null pve).
     xtol : stop when the bracket (or a bisection step) is shorter, in log(lam).
     newton_tol : stop after a Newton step shorter than this (see the code).
+    start : lambda to start the Newton steps from (scalar or (m,)), e.g. the
+        null model's: used when it lies in the bracket the grid found around
+        its best point, which keeps the grid's global search.
 
     Returns
     -------
@@ -505,6 +509,11 @@ def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
     t = grid[best]
     lo = grid[np.maximum(best - 1, 0)]
     hi = grid[np.minimum(best + 1, n_grid - 1)]
+    if start is not None:
+        # the grid chose the bracket; inside it, start where the optimum likely is
+        ts = np.log(np.clip(np.broadcast_to(np.asarray(start, dtype=np.float64), (m,)),
+                            np.exp(lo_b), np.exp(hi_b)))
+        t = np.where((ts > lo) & (ts < hi), ts, t)
     iterations = np.zeros(m, dtype=np.int64)
     active = np.arange(m)
     for _ in range(max_iter):
