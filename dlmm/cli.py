@@ -33,8 +33,9 @@ def _parser() -> argparse.ArgumentParser:
                    "default for PLINK: .fam column 6 on")
     s.add_argument("--pheno-col", type=int, default=1,
                    help="which phenotype column, 1-based (GEMMA -n); default 1")
-    s.add_argument("--kinship", help="kinship: GEMMA n x n text or .npy, all samples in "
-                   "genotype order; default: the centred GRM (= gemma -gk 1)")
+    s.add_argument("--kinship", help="kinship: GEMMA n x n text, .npy or a Zarr store from "
+                   "`dlmm grm`, all samples in genotype order; default: the centred GRM "
+                   "(= gemma -gk 1)")
     s.add_argument("--covar", help="covariates, one row per sample, with the intercept "
                    "column (GEMMA -c); default: intercept only")
     s.add_argument("--solver", choices=("exact", "em"), default="exact",
@@ -58,6 +59,34 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     s.add_argument("--resume", action="store_true",
                    help="finish an interrupted scan: compute only blocks not in PREFIX.zarr")
+
+    k = sub.add_parser("grm", help="compute the genomic relatedness matrix (GEMMA -gk 1/-gk 2)",
+                       description="Accumulate the GRM over chunks of variants with Dask (the "
+                       "genotype matrix is never in memory at once): centred (= gemma -gk 1) "
+                       "or standardised (= gemma -gk 2). The variants are those passing "
+                       "GEMMA's filters on the analysed samples (those with a phenotype and "
+                       "covariates). Writes PREFIX.zarr, which `dlmm scan --kinship` reads.")
+    k.add_argument("genotypes", help="VCF Zarr store, PLINK prefix or text genotype matrix")
+    k.add_argument("--out", "-o", required=True,
+                   help="output prefix: writes PREFIX.zarr (and PREFIX.cXX.txt or "
+                   "PREFIX.sXX.txt with --gemma-text)")
+    k.add_argument("--standardise", action="store_true",
+                   help="standardised GRM (= gemma -gk 2); default centred (= gemma -gk 1)")
+    k.add_argument("--gemma-text", action="store_true",
+                   help="also write GEMMA's text format (PREFIX.cXX.txt / PREFIX.sXX.txt)")
+    k.add_argument("--pheno", help="phenotype file choosing the analysed samples (GEMMA -p); "
+                   "default for PLINK: .fam column 6 on; for a store: its sample_phenotype; "
+                   "without any: all samples")
+    k.add_argument("--pheno-col", type=int, default=1, help="phenotype column, 1-based (GEMMA -n)")
+    k.add_argument("--covar", help="covariates (GEMMA -c): drop samples missing them and "
+                   "variants they explain, as GEMMA does")
+    k.add_argument("--maf", type=float, default=0.01, help="minimum allele frequency (0.01)")
+    k.add_argument("--max-missing", type=float, default=0.05,
+                   help="maximum missing rate of a variant (0.05)")
+    k.add_argument("--chunk-size", type=int, default=10_000, help="variants per task")
+    k.add_argument("--scheduler", help="address of a running Dask scheduler "
+                   "(default: a local cluster on this machine)")
+    k.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
     c = sub.add_parser("convert", help="write PLINK or text genotypes to a VCF Zarr store",
                        description="Stream genotypes into a VCF Zarr store (call_genotype "
@@ -92,10 +121,11 @@ def _client(address: str | None):
         yield client
 
 
-def _load(args):
-    """Genotype Dataset, phenotype, kinship and covariates from the arguments."""
-    import numpy as np
+def _genotypes(args):
+    """Genotype Dataset and the phenotypes it carries: ``(ds, carried, source, what)``.
 
+    ``carried`` is a (samples, phenotypes) array or None (``--pheno`` needed).
+    """
     from . import io
     from .errors import InputError
 
@@ -110,13 +140,25 @@ def _load(args):
         carried, carried_src, what = io.read_fam_phenotypes(g), f"{g}.fam", ".fam"
     elif Path(g).is_file():
         ds = io.read_text_genotypes(g, chunk_size=args.chunk_size)
-        if not args.pheno or not args.kinship:
-            raise InputError(g, "a text genotype matrix needs --pheno and --kinship",
-                             "give both (or use a PLINK prefix)")
-        carried = None
+        carried, carried_src, what = None, g, "text matrix"
     else:
         raise InputError(g, "no PLINK fileset (.bed/.bim/.fam) or text matrix of that name",
                          "give a PLINK prefix without extension, or a text matrix file")
+    return ds, carried, carried_src, what
+
+
+def _load(args):
+    """Genotype Dataset, phenotype, kinship and covariates from the arguments."""
+    import numpy as np
+
+    from . import io
+    from .errors import InputError
+
+    ds, carried, carried_src, what = _genotypes(args)
+    g = args.genotypes
+    if what == "text matrix" and (not args.pheno or not args.kinship):
+        raise InputError(g, "a text genotype matrix needs --pheno and --kinship",
+                         "give both (or use a PLINK prefix)")
     n = ds.sizes["samples"]
     if args.pheno:
         y, ysrc = io.read_phenotype(args.pheno, args.pheno_col, n), args.pheno
@@ -127,12 +169,22 @@ def _load(args):
     else:
         raise InputError(g, "the store has no sample_phenotype variable",
                          "give --pheno FILE (one row per store sample)")
-    K = io.read_kinship(args.kinship, n) if args.kinship else None
+    K = io.read_kinship(args.kinship, n, ds["sample_id"].values) if args.kinship else None
+    W = _covariates(args, n)
+    return ds, y, ysrc, K, W
+
+
+def _covariates(args, n: int):
+    """``--covar`` (n, c) or None; warns when no column is constant (no intercept)."""
+    import numpy as np
+
+    from . import io
+
     W = io.read_covariates(args.covar, n) if args.covar else None
     if W is not None and not (np.ptp(W[~np.isnan(W).any(axis=1)], axis=0) == 0).any():
         print(f"warning: {args.covar}: no constant column; GEMMA's convention is to include "
               "the intercept as a column of 1s", file=sys.stderr)
-    return ds, y, ysrc, K, W
+    return W
 
 
 def _count_lines(attrs, n_variants: int, n_tested: int | None) -> list[str]:
@@ -230,6 +282,55 @@ def _scan(args) -> int:
     return 0
 
 
+def _grm(args) -> int:
+    """``dlmm grm``: the GRM over variant chunks, written as Zarr (and GEMMA text)."""
+    import numpy as np
+
+    from . import io, store
+    from .errors import InputError
+    from .kinship import grm
+
+    ds, carried, carried_src, what = _genotypes(args)
+    n = ds.sizes["samples"]
+    zpath = Path(f"{args.out}.zarr")
+    txt = Path(f"{args.out}.{'sXX' if args.standardise else 'cXX'}.txt")
+    if not zpath.parent.is_dir():
+        raise InputError(zpath.parent, "output folder does not exist", "create it first")
+    if not args.overwrite:
+        for p in (zpath, txt) if args.gemma_text else (zpath,):
+            if p.exists():
+                raise InputError(p, "output exists", "pass --overwrite or another --out")
+    if args.pheno:
+        y = io.read_phenotype(args.pheno, args.pheno_col, n)
+    elif carried is not None:
+        y = io.select_phenotype(np.asarray(carried, dtype=np.float64), args.pheno_col,
+                                carried_src, what)
+    else:
+        y = np.zeros(n)
+    samples = ~np.isnan(y)
+    W = _covariates(args, n)
+    if W is not None:
+        samples &= ~np.isnan(W).any(axis=1)
+    if not samples.any():
+        raise InputError(args.pheno or carried_src, "no sample has both a phenotype and the "
+                         "covariates", "check the phenotype column (--pheno-col) and --covar")
+    W = np.ones((int(samples.sum()), 1)) if W is None else W[samples]
+    t0 = time.perf_counter()
+    with _client(args.scheduler) as client:
+        print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+        K = grm(ds, samples, W, standardise=args.standardise, maf=args.maf,
+                max_missing=args.max_missing).compute()
+    store.write_kinship_zarr(K, zpath, overwrite=args.overwrite)
+    written = [zpath]
+    if args.gemma_text:
+        written.append(store.write_kinship_text(K.values, txt))
+    print(f"{K.attrs['kind']} GRM (= {K.attrs['gemma_equivalent']}) of {n} samples, "
+          f"variants filtered on {int(samples.sum())} analysed samples, in "
+          f"{(time.perf_counter() - t0) / 60:.3g} min")
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
 def _convert(args) -> int:
     from . import io, store
     from .errors import InputError
@@ -262,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import InputError
 
     try:
-        return {"scan": _scan, "demo": _demo, "convert": _convert}[args.command](args)
+        return {"scan": _scan, "demo": _demo, "convert": _convert,
+                "grm": _grm}[args.command](args)
     except InputError as e:
         print(f"dlmm: error: {e}", file=sys.stderr)
         return 2

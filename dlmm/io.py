@@ -243,8 +243,28 @@ def read_covariates(path: str | os.PathLike, n_samples: int | None = None) -> np
     return vals
 
 
-def read_kinship(path: str | os.PathLike, n_samples: int | None = None) -> np.ndarray:
-    """A kinship matrix: GEMMA's whitespace n x n text, or ``.npy``."""
+def read_kinship(path: str | os.PathLike, n_samples: int | None = None,
+                 sample_id=None) -> np.ndarray:
+    """A kinship matrix: GEMMA's whitespace n x n text, ``.npy``, or a Zarr store.
+
+    A Zarr store is one written by ``dlmm grm`` (variable ``grm``, dims
+    (samples, samples_2)); when it has ``sample_id`` and ``sample_id`` is
+    given here (the genotypes' samples), they must be the same, in order.
+
+    Returns
+    -------
+    (n, n) float64, validated by :func:`validate_kinship`.
+    """
+    p = Path(path)
+    if is_zarr_store(p):
+        K, ids = _read_kinship_zarr(p)
+        if sample_id is not None and ids is not None:
+            sample_id = np.asarray(sample_id, dtype=object).astype(str)
+            if ids.shape != sample_id.shape or (ids != sample_id).any():
+                raise InputError(p, "the kinship's sample_id differ from the genotypes' "
+                                 "samples (or their order)",
+                                 "compute the kinship from the same genotypes (dlmm grm)")
+        return validate_kinship(K, p, n_samples)
     p = _need_file(path, "kinship")
     if p.suffix == ".npy":
         K = np.load(p).astype(np.float64)
@@ -255,6 +275,25 @@ def read_kinship(path: str | os.PathLike, n_samples: int | None = None) -> np.nd
             raise InputError(p, f"kinship is not a numeric matrix ({e})",
                              "give GEMMA's whitespace n x n text") from None
     return validate_kinship(K, p, n_samples)
+
+
+def _read_kinship_zarr(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The kinship matrix and its sample_id (or None) from a Zarr store."""
+    try:
+        ds = xr.open_zarr(p, consolidated=None)
+    except Exception as e:  # corrupt metadata: zarr/xarray raise many types
+        raise InputError(p, f"cannot open the Zarr store ({type(e).__name__}: {e})",
+                         "write the kinship with `dlmm grm`") from None
+    square = [v for v in ds.data_vars
+              if ds[v].ndim == 2 and ds[v].shape[0] == ds[v].shape[1]]
+    name = "grm" if "grm" in ds else (square[0] if len(square) == 1 else None)
+    if name is None:
+        raise InputError(p, "no kinship variable `grm` (or single square matrix) in the store",
+                         "write the kinship with `dlmm grm`")
+    K = np.asarray(ds[name].values, dtype=np.float64)
+    ids = (np.asarray(ds["sample_id"].values, dtype=object).astype(str)
+           if "sample_id" in ds else None)
+    return K, ids
 
 
 def validate_kinship(K: np.ndarray, source, n_samples: int | None = None) -> np.ndarray:

@@ -41,7 +41,9 @@ def grm(ds: xr.Dataset, samples: np.ndarray | None = None, covariates: np.ndarra
 
     Returns
     -------
-    Lazy DataArray (samples, samples_2), float64.
+    Lazy DataArray (samples, samples_2), float64, named ``grm``, with the
+    ``sample_id`` coordinate (when ``ds`` has it) and ``attrs["kind"]``
+    (``"centred"`` or ``"standardised"``).
     """
     import dask
     import dask.array as da
@@ -60,4 +62,9 @@ def grm(ds: xr.Dataset, samples: np.ndarray | None = None, covariates: np.ndarra
     counts = dosage.map_blocks(_grm_count, samples, covariates, maf, max_missing,
                                drop_axis=1, chunks=((1,) * nb,), dtype=np.float64)
     K = parts.sum(axis=0) / counts.sum()
-    return xr.DataArray(K, dims=("samples", "samples_2"), name="grm")
+    out = xr.DataArray(K, dims=("samples", "samples_2"), name="grm")
+    if "sample_id" in ds:
+        out = out.assign_coords(sample_id=("samples", np.asarray(ds["sample_id"].values)))
+    out.attrs.update(kind="standardised" if standardise else "centred",
+                     gemma_equivalent=f"gemma -gk {2 if standardise else 1}")
+    return out

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-__all__ = ["to_gemma_table", "write_tsv", "write_results_zarr", "open_results", "convert"]
+__all__ = ["to_gemma_table", "write_tsv", "write_results_zarr", "open_results", "convert",
+           "write_kinship_zarr", "write_kinship_text"]
 
 #: GEMMA ``-lmm 2`` columns first, then ours.
 GEMMA_COLUMNS = ["chr", "rs", "ps", "n_miss", "allele1", "allele0", "af", "logl_H1", "l_mle",
@@ -239,3 +240,63 @@ def _dosage_to_genotype(d: np.ndarray) -> np.ndarray:
     gt[..., 1] = di >= 1
     gt[miss] = -1
     return gt
+
+
+# --------------------------------------------------------------------------
+# kinship matrices
+# --------------------------------------------------------------------------
+#: Name of the kinship variable in a kinship Zarr store.
+KINSHIP_VARIABLE = "grm"
+
+
+def write_kinship_zarr(K: xr.DataArray, path: str | os.PathLike, *,
+                       overwrite: bool = False) -> Path:
+    """Write a kinship to a Zarr store (temporary name, then renamed).
+
+    Parameters
+    ----------
+    K : (samples, samples_2) DataArray, e.g. from :func:`dlmm.grm` (computed
+        or lazy), with the ``sample_id`` coordinate along ``samples``.
+    path : the ``.zarr`` directory.
+
+    Returns
+    -------
+    The store's path.  It holds ``grm`` (samples, samples_2) float64,
+    ``sample_id`` (samples,) and K's attrs; :func:`dlmm.io.read_kinship`
+    reads it back.
+    """
+    import shutil
+
+    from .errors import InputError
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(path, "output exists", "pass --overwrite or choose another name")
+    if K.dims != ("samples", "samples_2") or K.shape[0] != K.shape[1]:
+        raise ValueError(f"kinship must be (samples, samples_2) and square, not {K.dims} "
+                         f"{K.shape}")
+    n = K.shape[0]
+    ds = K.astype(np.float64).rename(KINSHIP_VARIABLE).to_dataset()
+    if "sample_id" in ds.coords:
+        ds = ds.reset_coords("sample_id")
+        ds["sample_id"] = ds["sample_id"].astype(object)
+    side = min(n, 4096)
+    enc = {KINSHIP_VARIABLE: {"chunks": (side, side)}}
+    tmp = path.with_name(path.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    ds.to_zarr(tmp, mode="w", zarr_format=ZARR_FORMAT, consolidated=True, encoding=enc)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
+def write_kinship_text(K, path: str | os.PathLike) -> Path:
+    """Write a kinship as GEMMA's ``.cXX.txt`` / ``.sXX.txt``: n lines of n
+    tab-separated values with 10 significant digits (temporary name, renamed)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    np.savetxt(tmp, np.asarray(K, dtype=np.float64), fmt="%.10g", delimiter="\t")
+    os.replace(tmp, path)
+    return path

@@ -46,6 +46,14 @@ def mouse(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def mouse_gk2(mouse):
+    """GEMMA's standardised GRM (``gemma -gk 2``) of mouse_hs1940: the sXX.txt path."""
+    subprocess.run(["gemma", "-bfile", "mouse_hs1940", "-gk", "2", "-o", "mouse"],
+                   cwd=mouse["dir"], check=True, capture_output=True)
+    return mouse["dir"] / "output/mouse.sXX.txt"
+
+
+@pytest.fixture(scope="session")
 def em_reference():
     """The classic-EM reference data set and the R script's table."""
     import numpy as np
