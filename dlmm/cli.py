@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="EM start: classic (sa2=70, se2=10, b=0) or the ML null fit")
     s.add_argument("--em-tol", type=float, default=1e-5, help="EM: stop when lnL gains less")
     s.add_argument("--em-max-iter", type=int, default=100, help="EM: the lab's max.iter")
+    s.add_argument("--test", default="lrt",
+                   help="lrt (GEMMA -lmm 2, default), wald (-lmm 1: F-test at each variant's "
+                   "REML lambda), score (-lmm 3: F-test at the null ML lambda), all (-lmm 4), "
+                   "or a comma-separated list")
     s.add_argument("--model", choices=("additive", "genotypic"), default="additive",
                    help="additive (1 df) or additive + dominance (2 df)")
     s.add_argument("--no-center-kinship", dest="center", action="store_false",
@@ -241,6 +245,7 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
             if p.exists():
                 raise InputError(p, "output exists", "pass --overwrite, --resume, or another --out")
     scan_mod.validate_inputs(ds, y, kinship=kinship, covariates=covariates, **(sources or {}))
+    scan_mod.parse_tests(options.get("test", "lrt"))
     t0 = time.perf_counter()
     m = ds.sizes["variants"]
     with _client(scheduler) as client:
@@ -278,7 +283,7 @@ def _scan(args) -> int:
              kinship=K, covariates=W, model=args.model, solver=args.solver,
              em_start=args.em_start, center=args.center, maf=args.maf,
              max_missing=args.max_missing, em_tol=args.em_tol, em_max_iter=args.em_max_iter,
-             sources={"phenotype_source": ysrc, "kinship_source": args.kinship or "kinship"})
+             test=args.test, sources={"phenotype_source": ysrc, "kinship_source": args.kinship or "kinship"})
     return 0
 
 

@@ -18,7 +18,7 @@ from . import kernels
 from .errors import InputError
 from .nullmodel import NullModel, fit_null_model
 
-__all__ = ["scan", "prepare", "validate_inputs", "RESULT_VARIABLES"]
+__all__ = ["scan", "prepare", "validate_inputs", "parse_tests", "RESULT_VARIABLES"]
 
 _OUTPUT_NAMES = {
     "n_miss": "variant_n_missing",
@@ -35,6 +35,13 @@ _OUTPUT_NAMES = {
     "sigma_sq_a": "variant_lmm_sigma_sq_a",
     "sigma_sq_e": "variant_lmm_sigma_sq_e",
     "iterations": "variant_lmm_iterations",
+    "logl_remle": "variant_lmm_logl_reml",
+    "l_remle": "variant_lmm_lambda_reml",
+    "wald": "variant_lmm_wald_statistic",
+    "p_wald": "variant_lmm_p_value_wald",
+    "iterations_remle": "variant_lmm_iterations_reml",
+    "score": "variant_lmm_score_statistic",
+    "p_score": "variant_lmm_p_value_score",
 }
 
 #: The per-variant variables a scan computes.
@@ -124,7 +131,7 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
          solver: str = "exact", em_start: str = "classic", center: bool = True,
          maf: float = 0.01, max_missing: float = 0.05, em_tol: float = 1e-5,
          em_max_iter: int = 100, null: tuple[np.ndarray, NullModel] | None = None,
-         **sources) -> xr.Dataset:
+         test: str | tuple[str, ...] = "lrt", **sources) -> xr.Dataset:
     """LMM association scan of every variant, lazy over variant chunks.
 
     Parameters
@@ -141,11 +148,18 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
     center : double-centre the analysed kinship, as GEMMA does.
     maf, max_missing : GEMMA's variant filters on the analysed samples.
     null : a ``(samples, NullModel)`` from :func:`prepare`, to skip set-up.
+    test : ``"lrt"`` (default), ``"wald"``, ``"score"``, ``"all"`` or a tuple of
+        them (GEMMA ``-lmm 2``, ``1``, ``3``, ``4``).  The LRT compares ML fits;
+        the Wald F-test uses each variant's REML lambda, the score F-test the
+        null model's ML lambda (as GEMMA); both on ``n - c - k`` df.
 
     Returns
     -------
-    Dataset over ``variants``: ``variant_lmm_p_value``, ``variant_lmm_beta``,
-    ``variant_lmm_logl``, ... (lazy dask arrays), the input's ``variant_*``
+    Dataset over ``variants``: ``variant_lmm_p_value`` (LRT),
+    ``variant_lmm_p_value_wald``, ``variant_lmm_p_value_score``,
+    ``variant_lmm_beta`` (the Wald test's when it runs, else the ML fit's, else
+    the score test's), ``variant_lmm_logl``, ``variant_lmm_lambda_reml``, ...
+    (lazy dask arrays, for the tests asked), the input's ``variant_*``
     coordinates, and the null model's figures in ``attrs``.
     """
     import dask
@@ -157,6 +171,7 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
         raise InputError("--solver", f"unknown solver {solver!r}", "use exact or em")
     if em_start not in ("classic", "null"):
         raise InputError("--em-start", f"unknown start {em_start!r}", "use classic or null")
+    tests = parse_tests(test)
     if null is None:
         null = prepare(ds, phenotype, kinship=kinship, covariates=covariates, center=center,
                        solver=solver, maf=maf, max_missing=max_missing, em_tol=em_tol,
@@ -168,12 +183,13 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
         null_start = (nm.ml.beta[0], nm.ml.sigma_sq_a[0], nm.ml.sigma_sq_e[0])
     shared = dask.delayed(
         {"samples": samples, "U": nm.U, "s": nm.s, "W": nm.W, "Wr": nm.Wr, "yr": nm.yr,
-         "logl_null": float(null_fit.logl[0]), "null_start": null_start}, pure=True)
+         "logl_null": float(null_fit.logl[0]), "null_start": null_start,
+         "tests": tests, "lam_null": float(nm.ml.lam[0])}, pure=True)
     dosage = ds["call_dosage"].data
     if not isinstance(dosage, da.Array):
         dosage = da.from_array(dosage, chunks=(10_000, -1))
     dosage = dosage.rechunk({1: -1})
-    cols = kernels.result_columns(model)
+    cols = kernels.result_columns(model, tests)
     out = dosage.map_blocks(_block, shared, model=model, solver=solver, maf=maf,
                             max_missing=max_missing, em_tol=em_tol, em_max_iter=em_max_iter,
                             chunks=(dosage.chunks[0], (len(cols),)), dtype=np.float64)
@@ -198,11 +214,24 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
     summary = nm.summary()
     summary["inputs_sha1"] = digest.hexdigest()
     summary.update(model=model, solver=solver, n_samples_total=int(ds.sizes["samples"]),
-                   em_start=em_start if solver == "em" else "")
+                   em_start=em_start if solver == "em" else "", tests=",".join(tests))
     if solver == "em":
         summary["em_logl_null"] = float(nm.em.logl[0])
     res.attrs.update(summary)
     return res
+
+
+def parse_tests(test: str | tuple[str, ...]) -> tuple[str, ...]:
+    """``"lrt"``, ``"wald,score"``, ``"all"`` or a tuple -> tests in canonical order."""
+    names = test.split(",") if isinstance(test, str) else list(test)
+    names = [t.strip() for t in names]
+    if names == ["all"]:
+        return kernels.TESTS
+    bad = [t for t in names if t not in kernels.TESTS]
+    if bad or not names:
+        raise InputError("--test", f"unknown test {','.join(bad) or test!r}",
+                         "use lrt, wald, score, all, or a comma-separated list of them")
+    return tuple(t for t in kernels.TESTS if t in names)
 
 
 def _block(dosage, shared, **kw):

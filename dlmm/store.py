@@ -17,12 +17,32 @@ GEMMA_COLUMNS = ["chr", "rs", "ps", "n_miss", "allele1", "allele0", "af", "logl_
                  "p_lrt"]
 
 
+#: GEMMA ``-lmm 4`` order of the test columns (those of the tests run are written).
+GEMMA_TEST_COLUMNS = ["beta", "se", "logl_H1", "l_remle", "l_mle", "p_wald", "p_lrt", "p_score"]
+
+_TABLE_SOURCES = {
+    "logl_H1": "variant_lmm_logl", "l_mle": "variant_lmm_lambda",
+    "p_lrt": "variant_lmm_p_value", "beta": "variant_lmm_beta", "se": "variant_lmm_beta_se",
+    "l_remle": "variant_lmm_lambda_reml", "p_wald": "variant_lmm_p_value_wald",
+    "p_score": "variant_lmm_p_value_score", "beta_dom": "variant_lmm_beta_dominance",
+    "se_dom": "variant_lmm_beta_dominance_se", "sigma_sq_a": "variant_lmm_sigma_sq_a",
+    "sigma_sq_e": "variant_lmm_sigma_sq_e", "iterations": "variant_lmm_iterations",
+    "iterations_remle": "variant_lmm_iterations_reml",
+}
+
+
 def to_gemma_table(results: xr.Dataset) -> pd.DataFrame:
     """The tested variants of a computed result Dataset as GEMMA's table.
 
-    Columns: ``chr rs ps n_miss allele1 allele0 af logl_H1 l_mle p_lrt``, then
-    ``beta se`` (``beta_dom se_dom`` for the genotypic model),
-    ``sigma_sq_a sigma_sq_e iterations``.
+    With the LRT alone (the default): ``chr rs ps n_miss allele1 allele0 af
+    logl_H1 l_mle p_lrt`` (GEMMA ``-lmm 2``), then ``beta se`` (``beta_dom
+    se_dom`` for the genotypic model), ``sigma_sq_a sigma_sq_e iterations``.
+    With the Wald or score test: ``chr rs ps n_miss allele1 allele0 af`` and
+    the columns of ``beta se logl_H1 l_remle l_mle p_wald p_lrt p_score`` (GEMMA
+    ``-lmm 4``'s order) that the tests run produce, then ``beta_dom se_dom``,
+    ``sigma_sq_a sigma_sq_e iterations iterations_remle`` when present.  As in
+    GEMMA ``-lmm 1``, ``logl_H1`` is the REML log-likelihood when the Wald test
+    runs without the LRT.
     """
     r = results
     tested = np.asarray(r["variant_lmm_tested"].values, dtype=bool)
@@ -36,20 +56,21 @@ def to_gemma_table(results: xr.Dataset) -> pd.DataFrame:
         "allele1": allele[:, 1],
         "allele0": allele[:, 0],
         "af": np.asarray(r["variant_allele_frequency"].values),
-        "logl_H1": r["variant_lmm_logl"].values,
-        "l_mle": r["variant_lmm_lambda"].values,
-        "p_lrt": r["variant_lmm_p_value"].values,
-        "beta": r["variant_lmm_beta"].values,
-        "se": r["variant_lmm_beta_se"].values,
     }
-    if "variant_lmm_beta_dominance" in r:
-        table["beta_dom"] = r["variant_lmm_beta_dominance"].values
-        table["se_dom"] = r["variant_lmm_beta_dominance_se"].values
-    table["sigma_sq_a"] = r["variant_lmm_sigma_sq_a"].values
-    table["sigma_sq_e"] = r["variant_lmm_sigma_sq_e"].values
-    table["iterations"] = r["variant_lmm_iterations"].values
+    sources = dict(_TABLE_SOURCES)
+    if "variant_lmm_logl" not in r:
+        sources["logl_H1"] = "variant_lmm_logl_reml"
+    lrt_only = "variant_lmm_p_value_wald" not in r and "variant_lmm_p_value_score" not in r
+    order = (["logl_H1", "l_mle", "p_lrt", "beta", "se"] if lrt_only else GEMMA_TEST_COLUMNS)
+    order = order + ["beta_dom", "se_dom", "sigma_sq_a", "sigma_sq_e", "iterations",
+                     "iterations_remle"]
+    for col in order:
+        if sources[col] in r:
+            table[col] = r[sources[col]].values
     df = pd.DataFrame(table)[tested]
-    df["iterations"] = df["iterations"].astype(np.int64)
+    for col in ("iterations", "iterations_remle"):
+        if col in df:
+            df[col] = df[col].astype(np.int64)
     return df.reset_index(drop=True)
 
 
@@ -82,7 +103,7 @@ def _fingerprint(res: xr.Dataset) -> str:
     import json
 
     keys = ("model", "solver", "em_start", "n_samples_total", "n_analysed", "n_covariates",
-            "inputs_sha1", "source")
+            "inputs_sha1", "source", "tests")
     fp = {k: res.attrs.get(k) for k in keys}
     fp["chunks"] = list(res["variant_lmm_tested"].chunks[0])
     return json.dumps(fp, sort_keys=True, default=str)
