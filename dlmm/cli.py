@@ -31,8 +31,11 @@ def _parser() -> argparse.ArgumentParser:
                    "or 0/1/2)")
     s.add_argument("--pheno", help="phenotype file, one row per sample (GEMMA -p); "
                    "default for PLINK: .fam column 6 on")
-    s.add_argument("--pheno-col", type=int, default=1,
-                   help="which phenotype column, 1-based (GEMMA -n); default 1")
+    s.add_argument("--pheno-col", default="1",
+                   help="which phenotype column, 1-based (GEMMA -n); default 1. Several "
+                   "(1,2,3) or all: one scan of many traits, one TSV and log per trait "
+                   "(PREFIX.phenoN.assoc.tsv); traits missing on the same samples share "
+                   "one eigendecomposition and one rotation of each genotype block")
     s.add_argument("--kinship", help="kinship: GEMMA n x n text, .npy or a Zarr store from "
                    "`dlmm grm`, all samples in genotype order; default: the centred GRM "
                    "(= gemma -gk 1)")
@@ -165,14 +168,18 @@ def _load(args):
                          "give both (or use a PLINK prefix)")
     n = ds.sizes["samples"]
     if args.pheno:
-        y, ysrc = io.read_phenotype(args.pheno, args.pheno_col, n), args.pheno
+        table, ysrc, what = io.read_phenotypes(args.pheno, n), args.pheno, "phenotype file"
     elif carried is not None:
-        y = io.select_phenotype(np.asarray(carried, dtype=np.float64), args.pheno_col,
-                                carried_src, what)
-        ysrc = carried_src
+        table, ysrc = np.asarray(carried, dtype=np.float64), carried_src
     else:
         raise InputError(g, "the store has no sample_phenotype variable",
                          "give --pheno FILE (one row per store sample)")
+    cols = io.parse_pheno_cols(args.pheno_col, table.shape[1], ysrc, what)
+    if cols is None:
+        y = io.select_phenotype(table, int(args.pheno_col), ysrc, what)
+    else:
+        y = np.column_stack([io.select_phenotype(table, c, ysrc, what) for c in cols])
+        args.traits = [f"pheno{c}" for c in cols]
     K = io.read_kinship(args.kinship, n, ds["sample_id"].values) if args.kinship else None
     W = _covariates(args, n)
     return ds, y, ysrc, K, W
@@ -235,16 +242,24 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
     from . import store
     from .errors import InputError
 
-    zpath, tsv, log = Path(f"{out}.zarr"), Path(f"{out}.assoc.tsv"), Path(f"{out}.log.txt")
-    if not tsv.parent.is_dir():
-        raise InputError(tsv.parent, "output folder does not exist", "create it first")
+    zpath = Path(f"{out}.zarr")
+    traits = options.get("traits")
+    if getattr(y, "ndim", 1) == 2 and traits is None:
+        traits = options["traits"] = [f"pheno{j + 1}" for j in range(y.shape[1])]
+    stems = [f"{out}.{t}" for t in traits] if traits is not None else [out]
+    tsvs = [Path(f"{st}.assoc.tsv") for st in stems]
+    logs = [Path(f"{st}.log.txt") for st in stems]
+    if not zpath.parent.is_dir():
+        raise InputError(zpath.parent, "output folder does not exist", "create it first")
     if resume and not zpath.exists():
         raise InputError(zpath, "nothing to resume", "run the scan without --resume first")
     if not (overwrite or resume):
-        for p in (zpath, tsv, log):
+        for p in (zpath, *tsvs, *logs):
             if p.exists():
                 raise InputError(p, "output exists", "pass --overwrite, --resume, or another --out")
-    scan_mod.validate_inputs(ds, y, kinship=kinship, covariates=covariates, **(sources or {}))
+    for j in range(y.shape[1] if y.ndim == 2 else 1):
+        scan_mod.validate_inputs(ds, y[:, j] if y.ndim == 2 else y, kinship=kinship,
+                                 covariates=covariates, **(sources or {}))
     scan_mod.parse_tests(options.get("test", "lrt"))
     t0 = time.perf_counter()
     m = ds.sizes["variants"]
@@ -253,7 +268,10 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
         res = scan_mod.scan(ds, y, kinship=kinship, covariates=covariates, **options,
                             **(sources or {}))
         res.attrs["source"] = source
-        print("\n".join(_count_lines(res.attrs, m, None) + _null_lines(res.attrs)))
+        for i, stem in enumerate(stems):
+            a = res.attrs if traits is None else scan_mod.trait_attrs(res.attrs, i)
+            head = [] if traits is None else [f"## phenotype {traits[i]}"]
+            print("\n".join(head + _count_lines(a, m, None) + _null_lines(a)))
         show = sys.stderr.isatty()
 
         def progress(n_written, n_todo):
@@ -264,16 +282,20 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
         if show:
             print(file=sys.stderr)
     res = store.open_results(zpath).load()
-    n_tested = int(res["variant_lmm_tested"].sum())
-    lines = _count_lines(res.attrs, m, n_tested) + _null_lines(res.attrs)
-    store.write_tsv(res, tsv)
-    lines.append(f"## total computation time = {(time.perf_counter() - t0) / 60:.6g} min")
-    tmp = log.with_name(log.name + ".partial")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, log)
-    print(lines[4])
-    print(f"results: {zpath} (Zarr), {tsv}\nlog: {log}")
-    return tsv, res
+    minutes = (time.perf_counter() - t0) / 60
+    for i, (tsv, log) in enumerate(zip(tsvs, logs)):
+        one = res if traits is None else res.isel(traits=i)
+        a = res.attrs if traits is None else scan_mod.trait_attrs(res.attrs, i)
+        n_tested = int(one["variant_lmm_tested"].sum())
+        lines = _count_lines(a, m, n_tested) + _null_lines(a)
+        store.write_tsv(one, tsv)
+        lines.append(f"## total computation time = {minutes:.6g} min")
+        tmp = log.with_name(log.name + ".partial")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, log)
+        print(("" if traits is None else f"{traits[i]}: ") + lines[4])
+        print(f"results: {zpath} (Zarr), {tsv}\nlog: {log}")
+    return (tsvs[0] if traits is None else tsvs), res
 
 
 def _scan(args) -> int:
@@ -283,7 +305,7 @@ def _scan(args) -> int:
              kinship=K, covariates=W, model=args.model, solver=args.solver,
              em_start=args.em_start, center=args.center, maf=args.maf,
              max_missing=args.max_missing, em_tol=args.em_tol, em_max_iter=args.em_max_iter,
-             test=args.test, sources={"phenotype_source": ysrc, "kinship_source": args.kinship or "kinship"})
+             test=args.test, traits=getattr(args, "traits", None), sources={"phenotype_source": ysrc, "kinship_source": args.kinship or "kinship"})
     return 0
 
 

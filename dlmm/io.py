@@ -26,6 +26,8 @@ __all__ = [
     "read_fam_phenotypes",
     "select_phenotype",
     "read_phenotype",
+    "read_phenotypes",
+    "parse_pheno_cols",
     "read_covariates",
     "read_kinship",
     "genotype_dataset",
@@ -225,12 +227,38 @@ def read_fam_phenotype(prefix: str | os.PathLike, col: int = 1) -> np.ndarray:
 
 def read_phenotype(path: str | os.PathLike, col: int = 1, n_samples: int | None = None) -> np.ndarray:
     """GEMMA's phenotype file: one row per sample, one column per phenotype."""
+    return select_phenotype(read_phenotypes(path, n_samples), col, path, "phenotype file")
+
+
+def read_phenotypes(path: str | os.PathLike, n_samples: int | None = None) -> np.ndarray:
+    """All columns of GEMMA's phenotype file, (samples, phenotypes); NA and -9 -> NaN."""
     p = _need_file(path, "phenotype")
     vals = _to_float(_read_table(p, "phenotype"), p, "phenotype")
     if n_samples is not None and vals.shape[0] != n_samples:
         raise InputError(p, f"has {vals.shape[0]} rows but the genotypes have {n_samples} samples",
                          "give one phenotype row per sample, in the genotype file's order")
-    return select_phenotype(vals, col, p, "phenotype file")
+    return vals
+
+
+def parse_pheno_cols(spec: str, n_columns: int, path, what: str) -> list[int] | None:
+    """``--pheno-col``: ``"2"`` -> None (one trait, as GEMMA's -n 2), ``"1,2,3"`` or
+    ``"all"`` -> the 1-based columns of many traits."""
+    spec = str(spec).strip()
+    if spec.isdigit():
+        return None
+    if spec == "all":
+        return list(range(1, n_columns + 1))
+    try:
+        cols = [int(c) for c in spec.split(",") if c.strip()]
+    except ValueError:
+        raise InputError("--pheno-col", f"cannot read {spec!r}",
+                         "give a column number, a comma-separated list (1,2,3) or all") from None
+    if len(set(cols)) != len(cols) or not cols:
+        raise InputError("--pheno-col", f"{spec!r} repeats a column or is empty",
+                         "list each phenotype column once")
+    for c in cols:
+        select_phenotype(np.zeros((0, n_columns)), c, path, what)  # range check
+    return cols
 
 
 def read_covariates(path: str | os.PathLike, n_samples: int | None = None) -> np.ndarray:

@@ -751,53 +751,81 @@ def result_columns(model: str, tests=("lrt",)) -> list[str]:
 
 
 def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.ndarray,
-               W: np.ndarray, Wr: np.ndarray, yr: np.ndarray, logl_null: float,
-               null_start: tuple | None = None, model: str = "additive",
+               W: np.ndarray, Wr: np.ndarray, yr: np.ndarray, logl_null,
+               null_start=None, model: str = "additive",
                solver: str = "exact", maf: float = 0.01, max_missing: float = 0.05,
                em_tol: float = 1e-5, em_max_iter: int = 100, tests=("lrt",),
-               lam_null: float | None = None) -> np.ndarray:
+               lam_null=None) -> np.ndarray:
     """Filter, impute, rotate, fit and test one block of variants.
+
+    The block is filtered, imputed and rotated once, then tested against every
+    trait of ``yr`` (traits sharing the analysed samples share the rotation).
 
     Parameters
     ----------
     dosage : (m, N) dosages on all samples of the store, NaN for missing.
     samples : (N,) bool, the analysed samples (n of them).
     U, s : eigenvectors (n, n) and eigenvalues (n,) of the analysed kinship.
-    W : (n, c) covariates, Wr = U^T W, yr = U^T y (n,).
-    logl_null : null-model log-likelihood (from the same solver).
+    W : (n, c) covariates, Wr = U^T W, yr = U^T y: (n,) one trait, or (n, t).
+    logl_null : null-model log-likelihood (from the same solver); (t,) for t traits.
     null_start : ``(beta_w (c,), sa2, se2)`` to start EM from, or None for
-        the classic start.
+        the classic start; a list of t of them for t traits.
     model : "additive" (1 df) or "genotypic" (2 df).
     solver : "exact" or "em" (the LRT's fit; Wald and score are exact).
     tests : any of ``"lrt"``, ``"wald"`` (at each variant's REML lambda),
-        ``"score"`` (at ``lam_null``, the null model's ML lambda).
+        ``"score"`` (at ``lam_null``, the null model's ML lambda; (t,) for t traits).
 
     Returns
     -------
-    (m, len(result_columns(model, tests))) float64; untested variants are NaN
-    except ``n_miss``, ``af`` and ``tested`` (0).
+    (m, len(result_columns(model, tests))) float64, or (m, t, ...) when ``yr``
+    is (n, t); untested variants are NaN except ``n_miss``, ``af`` and
+    ``tested`` (0).
     """
     tests = _check_tests(tests)
     if "score" in tests and lam_null is None:
         raise ValueError("the score test needs lam_null (the null model's ML lambda)")
+    multi = np.ndim(yr) == 2
+    Y = np.asarray(yr, dtype=np.float64).reshape(yr.shape[0], -1)
+    n_traits = Y.shape[1]
+    logl0 = np.broadcast_to(np.asarray(logl_null, dtype=np.float64), (n_traits,))
+    lam0 = None if lam_null is None else np.broadcast_to(
+        np.asarray(lam_null, dtype=np.float64), (n_traits,))
+    starts = null_start if multi and null_start is not None else [null_start] * n_traits
     x = np.asarray(dosage, dtype=np.float64)[:, samples]
     st = block_stats(x, W, maf=maf, max_missing=max_missing)
     cols = result_columns(model, tests)
-    out = np.full((x.shape[0], len(cols)), np.nan)
-    out[:, 0], out[:, 1], out[:, 2] = st["n_miss"], st["af"], st["tested"]
+    out = np.full((x.shape[0], n_traits, len(cols)), np.nan)
+    out[:, :, 0], out[:, :, 1] = st["n_miss"][:, None], st["af"][:, None]
     t = st["tested"]
     if model == "genotypic":
         xi = impute_mean(x, st["mean"])
         t &= _has_dominance(xi)
-        out[:, 2] = t
         xt = xi[t]
     else:
         xt = impute_mean(x[t], st["mean"][t])
-    if not t.any():
-        return out
-    X = variant_design(xt, model)
-    m, k, n = X.shape
-    Xr = rotate(U, X.reshape(m * k, n)).reshape(m, k, n)
+    out[:, :, 2] = t[:, None]
+    if t.any():
+        X = variant_design(xt, model)
+        m, k, n = X.shape
+        Xr = rotate(U, X.reshape(m * k, n)).reshape(m, k, n)
+        for j in range(n_traits):
+            res = _test_block(Xr, s=s, Wr=Wr, yr=Y[:, j], logl_null=float(logl0[j]),
+                              null_start=starts[j], solver=solver, em_tol=em_tol,
+                              em_max_iter=em_max_iter, tests=tests,
+                              lam_null=None if lam0 is None else float(lam0[j]))
+            if model == "genotypic":
+                res["beta_dom"], res["se_dom"] = res["beta"][:, 1], res["se"][:, 1]
+            res["beta"], res["se"] = res["beta"][:, 0], res["se"][:, 0]
+            for name, val in res.items():
+                out[t, j, cols.index(name)] = val
+    return out if multi else out[:, 0]
+
+
+def _test_block(Xr, *, s, Wr, yr, logl_null, null_start, solver, em_tol, em_max_iter,
+                tests, lam_null) -> dict[str, np.ndarray]:
+    """The tests of one trait on a rotated block ``Xr`` (m, k, n): result columns by name
+    (``beta``, ``se`` as (m, k))."""
+    m, k, n = Xr.shape
     if solver == "exact":
         def solve(part):
             return fit_exact(s, Wr, yr, part)
@@ -815,7 +843,7 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     # keeps them in cache (4x faster on mouse_hs1940 than the whole block).
     rows = max(8, _FIT_ELEMENTS // n)
     parts = [Xr[i:i + rows] for i in range(0, m, rows)]
-    c0 = W.shape[1]
+    c0 = Wr.shape[1]
     res = {}
     if "score" in tests:
         sc = [score_test(s, Wr, yr, part, lam_null) for part in parts]
@@ -840,9 +868,5 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
                     "iterations_remle": fit_r.iterations})
         beta = np.concatenate([r["beta"] for r in wa])
         se = np.concatenate([r["se"] for r in wa])
-    res["beta"], res["se"] = beta[:, 0], se[:, 0]
-    if model == "genotypic":
-        res["beta_dom"], res["se_dom"] = beta[:, 1], se[:, 1]
-    for name, val in res.items():
-        out[t, cols.index(name)] = val
-    return out
+    res["beta"], res["se"] = beta, se
+    return res

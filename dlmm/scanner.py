@@ -18,7 +18,8 @@ from . import kernels
 from .errors import InputError
 from .nullmodel import NullModel, fit_null_model
 
-__all__ = ["scan", "prepare", "validate_inputs", "parse_tests", "RESULT_VARIABLES"]
+__all__ = ["scan", "prepare", "validate_inputs", "parse_tests", "trait_groups", "trait_attrs",
+           "RESULT_VARIABLES"]
 
 _OUTPUT_NAMES = {
     "n_miss": "variant_n_missing",
@@ -70,7 +71,7 @@ def validate_inputs(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarra
                     kinship_source: str = "kinship"):
     """Check the inputs of a scan at the boundary (cheap: no genotype is read).
 
-    Returns ``(y, samples, W, K)``: the phenotype (samples,), the analysed
+    Returns ``(y, samples, W, K)``: the phenotype (samples,) (one trait), the analysed
     samples' mask (non-missing phenotype and covariates), their covariates
     (n, c) and the validated kinship (samples, samples) or None.
     """
@@ -111,19 +112,58 @@ def prepare(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None
     (non-missing phenotype and covariates) and the :class:`NullModel`.
     Computes the GRM (one pass over the genotypes) when ``kinship`` is None.
     """
+    samples, nulls = _prepare_traits(
+        ds, np.asarray(phenotype, dtype=np.float64)[:, None], kinship=kinship,
+        covariates=covariates, center=center, solver=solver, maf=maf,
+        max_missing=max_missing, em_tol=em_tol, em_max_iter=em_max_iter,
+        phenotype_source=phenotype_source, kinship_source=kinship_source)
+    return samples, nulls[0]
+
+
+def _prepare_traits(ds, Y, *, kinship, covariates, center, solver, maf, max_missing, em_tol,
+                    em_max_iter, phenotype_source, kinship_source):
+    """:func:`prepare` for traits ``Y`` (samples, t) missing on the same samples: one
+    kinship and one eigendecomposition, one null fit per trait."""
     from .kinship import grm
 
-    y, samples, W, K = validate_inputs(ds, phenotype, kinship=kinship, covariates=covariates,
-                                       phenotype_source=phenotype_source,
-                                       kinship_source=kinship_source)
+    checked = [validate_inputs(ds, Y[:, j], kinship=kinship, covariates=covariates,
+                               phenotype_source=phenotype_source,
+                               kinship_source=kinship_source) for j in range(Y.shape[1])]
+    _, samples, W, K = checked[0]
+    if any((c[1] != samples).any() for c in checked):
+        raise ValueError("the traits of one group must be missing on the same samples")
     if K is None:
         K = grm(ds, samples, W, maf=maf, max_missing=max_missing).values
     K = K[np.ix_(samples, samples)]
     if center:
         K = kernels.center_kinship(K)
-    null = fit_null_model(y[samples], W, K, em=(solver == "em"), em_tol=em_tol,
-                          em_max_iter=em_max_iter)
-    return samples, null
+    eig = kernels.eigh_kinship(K)
+    nulls = [fit_null_model(c[0][samples], W, K, em=(solver == "em"), em_tol=em_tol,
+                            em_max_iter=em_max_iter, eig=eig) for c in checked]
+    return samples, nulls
+
+
+def trait_groups(ds: xr.Dataset, phenotypes: np.ndarray,
+                 covariates: np.ndarray | None = None) -> list[np.ndarray]:
+    """Group traits analysed on the same samples (non-missing trait and covariates).
+
+    Parameters
+    ----------
+    phenotypes : (samples, traits).
+
+    Returns
+    -------
+    List of int arrays of trait indices, in order of first appearance; each
+    group shares one eigendecomposition and one rotation of every block.
+    """
+    Y = np.asarray(phenotypes, dtype=np.float64)
+    ok = ~np.isnan(Y)
+    if covariates is not None:
+        ok &= ~np.isnan(np.asarray(covariates, dtype=np.float64)).any(axis=1)[:, None]
+    groups: dict[bytes, list[int]] = {}
+    for j in range(Y.shape[1]):
+        groups.setdefault(np.packbits(ok[:, j]).tobytes(), []).append(j)
+    return [np.array(g) for g in groups.values()]
 
 
 def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = None,
@@ -131,14 +171,17 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
          solver: str = "exact", em_start: str = "classic", center: bool = True,
          maf: float = 0.01, max_missing: float = 0.05, em_tol: float = 1e-5,
          em_max_iter: int = 100, null: tuple[np.ndarray, NullModel] | None = None,
-         test: str | tuple[str, ...] = "lrt", **sources) -> xr.Dataset:
+         test: str | tuple[str, ...] = "lrt", traits=None, **sources) -> xr.Dataset:
     """LMM association scan of every variant, lazy over variant chunks.
 
     Parameters
     ----------
     ds : genotype Dataset (``call_dosage`` (variants, samples), chunked along
         variants; ``variant_*``, ``sample_id``).
-    phenotype : (samples,) trait, NaN where missing (those samples are dropped).
+    phenotype : (samples,) trait, NaN where missing (those samples are dropped);
+        or (samples, traits) for many traits at once: traits missing on the
+        same samples share one eigendecomposition and one rotation of each
+        genotype block (each group computes its own GRM when ``kinship`` is None).
     kinship : (samples, samples) kinship; default the centred GRM (GEMMA -gk 1).
     covariates : (samples, c) covariates *including* the intercept column
         (default: intercept only).
@@ -147,20 +190,24 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
     em_start : "classic" (sa2=70, se2=10, b=0) or "null" (the ML null fit).
     center : double-centre the analysed kinship, as GEMMA does.
     maf, max_missing : GEMMA's variant filters on the analysed samples.
-    null : a ``(samples, NullModel)`` from :func:`prepare`, to skip set-up.
+    null : a ``(samples, NullModel)`` from :func:`prepare`, to skip set-up
+        (one trait only).
     test : ``"lrt"`` (default), ``"wald"``, ``"score"``, ``"all"`` or a tuple of
         them (GEMMA ``-lmm 2``, ``1``, ``3``, ``4``).  The LRT compares ML fits;
         the Wald F-test uses each variant's REML lambda, the score F-test the
         null model's ML lambda (as GEMMA); both on ``n - c - k`` df.
+    traits : (traits,) names of the phenotype columns (default ``pheno1..``).
 
     Returns
     -------
-    Dataset over ``variants``: ``variant_lmm_p_value`` (LRT),
+    Dataset over ``variants`` (and ``traits`` for a 2-D phenotype, with the
+    ``traits`` coordinate): ``variant_lmm_p_value`` (LRT),
     ``variant_lmm_p_value_wald``, ``variant_lmm_p_value_score``,
     ``variant_lmm_beta`` (the Wald test's when it runs, else the ML fit's, else
     the score test's), ``variant_lmm_logl``, ``variant_lmm_lambda_reml``, ...
     (lazy dask arrays, for the tests asked), the input's ``variant_*``
-    coordinates, and the null model's figures in ``attrs``.
+    coordinates, and the null model's figures in ``attrs`` (one list entry per
+    trait for many traits).
     """
     import dask
     import dask.array as da
@@ -172,53 +219,88 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
     if em_start not in ("classic", "null"):
         raise InputError("--em-start", f"unknown start {em_start!r}", "use classic or null")
     tests = parse_tests(test)
-    if null is None:
-        null = prepare(ds, phenotype, kinship=kinship, covariates=covariates, center=center,
-                       solver=solver, maf=maf, max_missing=max_missing, em_tol=em_tol,
-                       em_max_iter=em_max_iter, **sources)
-    samples, nm = null
-    null_fit = nm.em if solver == "em" else nm.ml
-    null_start = None
-    if solver == "em" and em_start == "null":
-        null_start = (nm.ml.beta[0], nm.ml.sigma_sq_a[0], nm.ml.sigma_sq_e[0])
-    shared = dask.delayed(
-        {"samples": samples, "U": nm.U, "s": nm.s, "W": nm.W, "Wr": nm.Wr, "yr": nm.yr,
-         "logl_null": float(null_fit.logl[0]), "null_start": null_start,
-         "tests": tests, "lam_null": float(nm.ml.lam[0])}, pure=True)
+    Y = np.asarray(phenotype, dtype=np.float64)
+    multi = Y.ndim == 2
+    Y = Y if multi else Y[:, None]
+    n_traits = Y.shape[1]
+    if null is not None and multi:
+        raise ValueError("null= is for one trait; give a 1-D phenotype")
+    groups = [np.arange(1)] if null is not None else trait_groups(ds, Y, covariates)
     dosage = ds["call_dosage"].data
     if not isinstance(dosage, da.Array):
         dosage = da.from_array(dosage, chunks=(10_000, -1))
     dosage = dosage.rechunk({1: -1})
     cols = kernels.result_columns(model, tests)
-    out = dosage.map_blocks(_block, shared, model=model, solver=solver, maf=maf,
-                            max_missing=max_missing, em_tol=em_tol, em_max_iter=em_max_iter,
-                            chunks=(dosage.chunks[0], (len(cols),)), dtype=np.float64)
+    outs, summaries, digest = [], [None] * n_traits, hashlib.sha1()
+    kin_bytes = b"grm" if kinship is None else np.asarray(kinship, dtype=np.float64)
+    for idx in groups:
+        if null is not None:
+            samples, nulls = null[0], [null[1]]
+        else:
+            samples, nulls = _prepare_traits(
+                ds, Y[:, idx], kinship=kinship, covariates=covariates, center=center,
+                solver=solver, maf=maf, max_missing=max_missing, em_tol=em_tol,
+                em_max_iter=em_max_iter, phenotype_source=sources.get(
+                    "phenotype_source", "phenotype"),
+                kinship_source=sources.get("kinship_source", "kinship"))
+        nm = nulls[0]
+        null_fits = [x.em if solver == "em" else x.ml for x in nulls]
+        starts = None
+        if solver == "em" and em_start == "null":
+            starts = [(x.ml.beta[0], x.ml.sigma_sq_a[0], x.ml.sigma_sq_e[0]) for x in nulls]
+        shared = dask.delayed(
+            {"samples": samples, "U": nm.U, "s": nm.s, "W": nm.W, "Wr": nm.Wr,
+             "yr": np.column_stack([x.yr for x in nulls]),
+             "logl_null": np.array([float(f.logl[0]) for f in null_fits]),
+             "null_start": starts, "tests": tests,
+             "lam_null": np.array([float(x.ml.lam[0]) for x in nulls])}, pure=True)
+        outs.append(dosage.map_blocks(
+            _block, shared, model=model, solver=solver, maf=maf, max_missing=max_missing,
+            em_tol=em_tol, em_max_iter=em_max_iter, new_axis=2,
+            chunks=(dosage.chunks[0], (len(idx),), (len(cols),)), dtype=np.float64))
+        for j, x in zip(idx, nulls):
+            summary = x.summary()
+            if solver == "em":
+                summary["em_logl_null"] = float(x.em.logl[0])
+            summaries[j] = summary
+        # the inputs, not derived floats (eigh is not bit-reproducible)
+        for part in [samples, Y[np.ix_(samples, idx)], nm.W, kin_bytes]:
+            digest.update(part if isinstance(part, bytes) else
+                          np.ascontiguousarray(part).tobytes())
+    order = np.argsort(np.concatenate(groups), kind="stable")
+    # one chunk over traits, so each variants chunk is one Zarr chunk
+    out = outs[0] if len(outs) == 1 else da.concatenate(outs, axis=1)[:, order].rechunk(
+        {1: -1})
+    dims = ("variants", "traits") if multi else ("variants",)
     data = {}
     for i, c in enumerate(cols):
-        col = out[:, i]
+        col = out[:, :, i] if multi else out[:, 0, i]
         if c == "n_miss":
             col = col.astype(np.int64)
         elif c == "tested":
             col = col.astype(bool)
-        data[_OUTPUT_NAMES[c]] = (("variants",), col)
+        data[_OUTPUT_NAMES[c]] = (dims, col)
     keep = [v for v in ("variant_id", "variant_contig", "variant_position", "variant_allele",
                         "contig_id") if v in ds]
     # strings as object arrays: Zarr v2 stores them as vlen-utf8 whatever they came as
     res = xr.Dataset(data).assign({v: ds[v].astype(object) if ds[v].dtype.kind in "UOT"
                                    else ds[v] for v in keep})
-    digest = hashlib.sha1()
-    parts = [samples, np.asarray(phenotype, dtype=np.float64)[samples], nm.W,
-             b"grm" if kinship is None else np.asarray(kinship, dtype=np.float64)]
-    for part in parts:  # the inputs, not derived floats (eigh is not bit-reproducible)
-        digest.update(part if isinstance(part, bytes) else np.ascontiguousarray(part).tobytes())
-    summary = nm.summary()
-    summary["inputs_sha1"] = digest.hexdigest()
-    summary.update(model=model, solver=solver, n_samples_total=int(ds.sizes["samples"]),
-                   em_start=em_start if solver == "em" else "", tests=",".join(tests))
-    if solver == "em":
-        summary["em_logl_null"] = float(nm.em.logl[0])
-    res.attrs.update(summary)
+    if multi:
+        names = [f"pheno{j + 1}" for j in range(n_traits)] if traits is None else list(traits)
+        res = res.assign_coords(traits=np.asarray(names, dtype=object))
+        attrs = {k: [sm[k] for sm in summaries] for k in summaries[0]}
+    else:
+        attrs = dict(summaries[0])
+    attrs["inputs_sha1"] = digest.hexdigest()
+    attrs.update(model=model, solver=solver, n_samples_total=int(ds.sizes["samples"]),
+                 em_start=em_start if solver == "em" else "", tests=",".join(tests))
+    res.attrs.update(attrs)
     return res
+
+
+def trait_attrs(attrs: dict, i: int) -> dict:
+    """The attrs of trait ``i`` of a many-trait result (list values -> their i-th entry)."""
+    return {k: v[i] if isinstance(v, list) else v for k, v in attrs.items()}
 
 
 def parse_tests(test: str | tuple[str, ...]) -> tuple[str, ...]:

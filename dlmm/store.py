@@ -160,7 +160,7 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
             template[v] = template[v].copy(data=dask.array.zeros_like(template[v].data))
         template["block_done"] = (("blocks",), np.zeros(n_blocks, dtype=bool))
         template["block_run"] = (("blocks",), np.full(n_blocks, -1, dtype=np.int32))
-        encoding = {v: {"chunks": (chunks[0],)} for v in lazy}
+        encoding = {v: {"chunks": (chunks[0],) + res[v].shape[1:]} for v in lazy}
         encoding.update({"block_done": {"chunks": (1,)}, "block_run": {"chunks": (1,)}})
         template.to_zarr(path, mode="w", compute=False, zarr_format=ZARR_FORMAT,
                          consolidated=True, encoding=encoding)
