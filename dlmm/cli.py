@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
                    "or a comma-separated list")
     s.add_argument("--model", choices=("additive", "genotypic"), default="additive",
                    help="additive (1 df) or additive + dominance (2 df)")
+    s.add_argument("--loco", action="store_true",
+                   help="leave one chromosome out: test each chromosome's variants with the "
+                   "GRM of the other chromosomes (one pass over the genotypes; one "
+                   "eigendecomposition and null fit per chromosome); not with --kinship")
     s.add_argument("--no-center-kinship", dest="center", action="store_false",
                    help="use the kinship as given (GEMMA double-centres it)")
     s.add_argument("--maf", type=float, default=0.01, help="minimum allele frequency (0.01)")
@@ -210,6 +214,26 @@ def _count_lines(attrs, n_variants: int, n_tested: int | None) -> list[str]:
     return lines
 
 
+def _null_block(a) -> list[str]:
+    """:func:`_null_lines`, once per chromosome for a LOCO scan."""
+    from .scanner import contig_attrs
+
+    if "loco_contigs" not in a:
+        return _null_lines(a)
+    lines = []
+    for k, name in enumerate(a["loco_contigs"]):
+        lines.append(f"## LOCO: chromosome {name}, kinship from the other chromosomes")
+        lines += _null_lines(contig_attrs(a, k))
+    return lines
+
+
+def _counts(a, n_variants: int, n_tested: int | None) -> list[str]:
+    """:func:`_count_lines` of one trait's attrs (LOCO: the first chromosome's counts)."""
+    from .scanner import contig_attrs
+
+    return _count_lines(contig_attrs(a, 0) if "loco_contigs" in a else a, n_variants, n_tested)
+
+
 def _null_lines(a) -> list[str]:
     """The null fit, printed as GEMMA's log prints it (6 significant digits)."""
     lines = [
@@ -261,6 +285,9 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
         scan_mod.validate_inputs(ds, y[:, j] if y.ndim == 2 else y, kinship=kinship,
                                  covariates=covariates, **(sources or {}))
     scan_mod.parse_tests(options.get("test", "lrt"))
+    if options.get("loco") and kinship is not None:
+        raise InputError("--loco", "LOCO computes one GRM per chromosome itself",
+                         "drop --kinship when using --loco")
     t0 = time.perf_counter()
     m = ds.sizes["variants"]
     with _client(scheduler) as client:
@@ -271,7 +298,7 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
         for i, stem in enumerate(stems):
             a = res.attrs if traits is None else scan_mod.trait_attrs(res.attrs, i)
             head = [] if traits is None else [f"## phenotype {traits[i]}"]
-            print("\n".join(head + _count_lines(a, m, None) + _null_lines(a)))
+            print("\n".join(head + _counts(a, m, None) + _null_block(a)))
         show = sys.stderr.isatty()
 
         def progress(n_written, n_todo):
@@ -287,7 +314,7 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
         one = res if traits is None else res.isel(traits=i)
         a = res.attrs if traits is None else scan_mod.trait_attrs(res.attrs, i)
         n_tested = int(one["variant_lmm_tested"].sum())
-        lines = _count_lines(a, m, n_tested) + _null_lines(a)
+        lines = _counts(a, m, n_tested) + _null_block(a)
         store.write_tsv(one, tsv)
         lines.append(f"## total computation time = {minutes:.6g} min")
         tmp = log.with_name(log.name + ".partial")
@@ -305,7 +332,7 @@ def _scan(args) -> int:
              kinship=K, covariates=W, model=args.model, solver=args.solver,
              em_start=args.em_start, center=args.center, maf=args.maf,
              max_missing=args.max_missing, em_tol=args.em_tol, em_max_iter=args.em_max_iter,
-             test=args.test, traits=getattr(args, "traits", None), sources={"phenotype_source": ysrc, "kinship_source": args.kinship or "kinship"})
+             test=args.test, traits=getattr(args, "traits", None), loco=args.loco, sources={"phenotype_source": ysrc, "kinship_source": args.kinship or "kinship"})
     return 0
 
 

@@ -19,6 +19,7 @@ from .errors import InputError
 from .nullmodel import NullModel, fit_null_model
 
 __all__ = ["scan", "prepare", "validate_inputs", "parse_tests", "trait_groups", "trait_attrs",
+           "contig_attrs",
            "RESULT_VARIABLES"]
 
 _OUTPUT_NAMES = {
@@ -171,7 +172,8 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
          solver: str = "exact", em_start: str = "classic", center: bool = True,
          maf: float = 0.01, max_missing: float = 0.05, em_tol: float = 1e-5,
          em_max_iter: int = 100, null: tuple[np.ndarray, NullModel] | None = None,
-         test: str | tuple[str, ...] = "lrt", traits=None, **sources) -> xr.Dataset:
+         test: str | tuple[str, ...] = "lrt", traits=None, loco: bool = False,
+         **sources) -> xr.Dataset:
     """LMM association scan of every variant, lazy over variant chunks.
 
     Parameters
@@ -197,6 +199,10 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
         the Wald F-test uses each variant's REML lambda, the score F-test the
         null model's ML lambda (as GEMMA); both on ``n - c - k`` df.
     traits : (traits,) names of the phenotype columns (default ``pheno1..``).
+    loco : leave one chromosome out: each contig's variants are tested with the
+        GRM of the other contigs (:func:`dlmm.kinship.grm_loco`: one pass over the
+        genotypes, the whole-genome sums minus the contig's), with its own
+        eigendecomposition and null fit.  Not with ``kinship`` or ``null``.
 
     Returns
     -------
@@ -225,48 +231,79 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
     n_traits = Y.shape[1]
     if null is not None and multi:
         raise ValueError("null= is for one trait; give a 1-D phenotype")
+    if loco and (kinship is not None or null is not None):
+        raise InputError("--loco", "LOCO computes one GRM per chromosome itself",
+                         "drop --kinship (or null=) when using --loco")
     groups = [np.arange(1)] if null is not None else trait_groups(ds, Y, covariates)
     dosage = ds["call_dosage"].data
     if not isinstance(dosage, da.Array):
         dosage = da.from_array(dosage, chunks=(10_000, -1))
     dosage = dosage.rechunk({1: -1})
+    if loco:
+        from .kinship import split_at_contigs
+        dosage, block_contig = split_at_contigs(dosage, ds["variant_contig"].values)
+        loco_contigs = [int(c) for c in dict.fromkeys(block_contig.tolist())]
+    else:
+        block_contig, loco_contigs = np.zeros(dosage.numblocks[0], dtype=int), [None]
     cols = kernels.result_columns(model, tests)
     outs, summaries, digest = [], [None] * n_traits, hashlib.sha1()
-    kin_bytes = b"grm" if kinship is None else np.asarray(kinship, dtype=np.float64)
-    for idx in groups:
-        if null is not None:
-            samples, nulls = null[0], [null[1]]
-        else:
-            samples, nulls = _prepare_traits(
-                ds, Y[:, idx], kinship=kinship, covariates=covariates, center=center,
-                solver=solver, maf=maf, max_missing=max_missing, em_tol=em_tol,
-                em_max_iter=em_max_iter, phenotype_source=sources.get(
-                    "phenotype_source", "phenotype"),
+    kin_bytes = (b"grm-loco" if loco else b"grm") if kinship is None else np.asarray(
+        kinship, dtype=np.float64)
+    prep = dict(covariates=covariates, center=center, solver=solver, maf=maf,
+                max_missing=max_missing, em_tol=em_tol, em_max_iter=em_max_iter,
+                phenotype_source=sources.get("phenotype_source", "phenotype"),
                 kinship_source=sources.get("kinship_source", "kinship"))
-        nm = nulls[0]
-        null_fits = [x.em if solver == "em" else x.ml for x in nulls]
-        starts = None
-        if solver == "em" and em_start == "null":
-            starts = [(x.ml.beta[0], x.ml.sigma_sq_a[0], x.ml.sigma_sq_e[0]) for x in nulls]
-        shared = dask.delayed(
-            {"samples": samples, "U": nm.U, "s": nm.s, "W": nm.W, "Wr": nm.Wr,
-             "yr": np.column_stack([x.yr for x in nulls]),
-             "logl_null": np.array([float(f.logl[0]) for f in null_fits]),
-             "null_start": starts, "tests": tests,
-             "lam_null": np.array([float(x.ml.lam[0]) for x in nulls])}, pure=True)
-        outs.append(dosage.map_blocks(
-            _block, shared, model=model, solver=solver, maf=maf, max_missing=max_missing,
-            em_tol=em_tol, em_max_iter=em_max_iter, new_axis=2,
-            chunks=(dosage.chunks[0], (len(idx),), (len(cols),)), dtype=np.float64))
-        for j, x in zip(idx, nulls):
-            summary = x.summary()
-            if solver == "em":
-                summary["em_logl_null"] = float(x.em.logl[0])
-            summaries[j] = summary
-        # the inputs, not derived floats (eigh is not bit-reproducible)
-        for part in [samples, Y[np.ix_(samples, idx)], nm.W, kin_bytes]:
-            digest.update(part if isinstance(part, bytes) else
-                          np.ascontiguousarray(part).tobytes())
+    for idx in groups:
+        if loco:
+            from .kinship import grm_loco
+            _, s_g, W_g, _ = validate_inputs(ds, Y[:, idx[0]], covariates=covariates,
+                                             phenotype_source=prep["phenotype_source"])
+            K_loco = grm_loco(ds, s_g, W_g, maf=maf, max_missing=max_missing).values
+        shared, per_contig = {}, []
+        for c in loco_contigs:
+            if null is not None:
+                samples, nulls = null[0], [null[1]]
+            else:
+                samples, nulls = _prepare_traits(
+                    ds, Y[:, idx], kinship=K_loco[c] if loco else kinship, **prep)
+            nm = nulls[0]
+            null_fits = [x.em if solver == "em" else x.ml for x in nulls]
+            starts = None
+            if solver == "em" and em_start == "null":
+                starts = [(x.ml.beta[0], x.ml.sigma_sq_a[0], x.ml.sigma_sq_e[0])
+                          for x in nulls]
+            shared[c] = dask.delayed(
+                {"samples": samples, "U": nm.U, "s": nm.s, "W": nm.W, "Wr": nm.Wr,
+                 "yr": np.column_stack([x.yr for x in nulls]),
+                 "logl_null": np.array([float(f.logl[0]) for f in null_fits]),
+                 "null_start": starts, "tests": tests,
+                 "lam_null": np.array([float(x.ml.lam[0]) for x in nulls])}, pure=True)
+            sm = []
+            for x in nulls:
+                summary = x.summary()
+                if solver == "em":
+                    summary["em_logl_null"] = float(x.em.logl[0])
+                sm.append(summary)
+            per_contig.append(sm)
+            # the inputs, not derived floats (eigh is not bit-reproducible)
+            for part in [samples, Y[np.ix_(samples, idx)], nm.W, kin_bytes]:
+                digest.update(part if isinstance(part, bytes) else
+                              np.ascontiguousarray(part).tobytes())
+        for jj, j in enumerate(idx):
+            summaries[j] = (per_contig[0][jj] if not loco else
+                            {k: [pc[jj][k] for pc in per_contig] for k in per_contig[0][jj]})
+        kw = dict(model=model, solver=solver, maf=maf, max_missing=max_missing, em_tol=em_tol,
+                  em_max_iter=em_max_iter, new_axis=2, dtype=np.float64)
+        if not loco:
+            outs.append(dosage.map_blocks(
+                _block, shared[None], chunks=(dosage.chunks[0], (len(idx),), (len(cols),)),
+                **kw))
+        else:  # each block with its own contig's eigenbasis: one task per block, in order
+            outs.append(da.concatenate([
+                dosage.blocks[b].map_blocks(
+                    _block, shared[int(block_contig[b])],
+                    chunks=((dosage.chunks[0][b],), (len(idx),), (len(cols),)), **kw)
+                for b in range(dosage.numblocks[0])], axis=0))
     order = np.argsort(np.concatenate(groups), kind="stable")
     # one chunk over traits, so each variants chunk is one Zarr chunk
     out = outs[0] if len(outs) == 1 else da.concatenate(outs, axis=1)[:, order].rechunk(
@@ -291,6 +328,9 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
         attrs = {k: [sm[k] for sm in summaries] for k in summaries[0]}
     else:
         attrs = dict(summaries[0])
+    if loco:
+        contig_names = np.asarray(ds["contig_id"].values, dtype=object).astype(str)
+        attrs["loco_contigs"] = [str(contig_names[c]) for c in loco_contigs]
     attrs["inputs_sha1"] = digest.hexdigest()
     attrs.update(model=model, solver=solver, n_samples_total=int(ds.sizes["samples"]),
                  em_start=em_start if solver == "em" else "", tests=",".join(tests))
@@ -300,7 +340,15 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
 
 def trait_attrs(attrs: dict, i: int) -> dict:
     """The attrs of trait ``i`` of a many-trait result (list values -> their i-th entry)."""
-    return {k: v[i] if isinstance(v, list) else v for k, v in attrs.items()}
+    return {k: v[i] if isinstance(v, list) and k != "loco_contigs" else v
+            for k, v in attrs.items()}
+
+
+def contig_attrs(attrs: dict, i: int) -> dict:
+    """The null figures of the i-th LOCO contig (``attrs["loco_contigs"][i]``) of one
+    trait's attrs (list values -> their i-th entry)."""
+    return {k: v[i] if isinstance(v, list) else v for k, v in attrs.items()
+            if k != "loco_contigs"}
 
 
 def parse_tests(test: str | tuple[str, ...]) -> tuple[str, ...]:

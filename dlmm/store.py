@@ -156,11 +156,17 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
         if path.exists() and not overwrite:
             raise InputError(path, "output exists", "pass --overwrite, --resume, or another --out")
         template = res[lazy]
+        # Zarr chunks are regular; the result's blocks need not be (LOCO splits them at
+        # chromosome boundaries): blocks are written one after another, so a Zarr chunk
+        # shared by two blocks is safe
+        side = int(max(chunks))
         for v in lazy:
-            template[v] = template[v].copy(data=dask.array.zeros_like(template[v].data))
+            template[v] = template[v].copy(data=dask.array.zeros(
+                template[v].shape, chunks=(side,) + template[v].shape[1:],
+                dtype=template[v].dtype))
         template["block_done"] = (("blocks",), np.zeros(n_blocks, dtype=bool))
         template["block_run"] = (("blocks",), np.full(n_blocks, -1, dtype=np.int32))
-        encoding = {v: {"chunks": (chunks[0],) + res[v].shape[1:]} for v in lazy}
+        encoding = {v: {"chunks": (side,) + res[v].shape[1:]} for v in lazy}
         encoding.update({"block_done": {"chunks": (1,)}, "block_run": {"chunks": (1,)}})
         template.to_zarr(path, mode="w", compute=False, zarr_format=ZARR_FORMAT,
                          consolidated=True, encoding=encoding)

@@ -89,3 +89,14 @@ def test_bad_pheno_col_list(data, tmp_path):
             "--out", out / "x")
     assert r.returncode == 2 and "--pheno-col 7 is out of range" in r.stderr, r.stderr
     assert list(out.iterdir()) == []
+
+
+def test_covariates_without_intercept_warn(data, tmp_path):
+    covar = tmp_path / "no_intercept.txt"
+    cols = np.loadtxt(data["covar"])
+    np.savetxt(covar, cols[:, 1:], fmt="%.6f")
+    r = cli("scan", data["prefix"], "--covar", covar, "--out", tmp_path / "w")
+    assert r.returncode == 0, r.stderr
+    assert "no constant column" in r.stderr and "intercept" in r.stderr
+    r = cli("scan", data["prefix"], "--covar", data["covar"], "--out", tmp_path / "w2")
+    assert r.returncode == 0 and "no constant column" not in r.stderr
