@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--maf", type=float, default=0.01, help="minimum allele frequency (0.01)")
     s.add_argument("--max-missing", type=float, default=0.05,
                    help="maximum missing rate of a variant (0.05)")
-    s.add_argument("--chunk-size", type=int, default=10_000, help="variants per task")
+    s.add_argument("--chunk-size", type=int, default=10_000,
+                   help="most variants per task (evened out across tasks); 10000")
     s.add_argument("--scheduler", help="address of a running Dask scheduler "
                    "(default: a local cluster on this machine)")
     s.add_argument("--out", "-o", required=True,
@@ -127,9 +128,43 @@ def _client(address: str | None):
         with Client(address) as client:
             yield client
         return
-    with LocalCluster(n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
-                      dashboard_address=":0", silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
+    from dask.system import CPU_COUNT
+    from distributed.system import MEMORY_LIMIT
+
+    # Sized to the machine (cgroup limits included): one worker in this process with a
+    # thread per core and all the memory. The kernels spend their time in numpy/BLAS,
+    # which release the GIL, so threads share U without copies or serialisation.
+    with LocalCluster(n_workers=1, threads_per_worker=CPU_COUNT, processes=False,
+                      memory_limit=MEMORY_LIMIT, dashboard_address=":0",
+                      silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
+        print(f"local Dask cluster: 1 worker, {CPU_COUNT} threads, "
+              f"{MEMORY_LIMIT / 2**30:.1f} GiB", file=sys.stderr)
         yield client
+
+
+class _Progress:
+    """Blocks written so far, on stderr: a bar redrawn in place on a terminal,
+    otherwise a line at every tenth (for batch logs)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.t0 = time.perf_counter()
+        self.shown = -1
+
+    def __call__(self, n_written: int, n_todo: int) -> None:
+        frac = n_written / max(n_todo, 1)
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
+        text = f"{n_written}/{n_todo} blocks {frac:4.0%}  {elapsed:.0f} s, eta {eta:.0f} s"
+        if self.tty:
+            bar = "#" * int(30 * frac)
+            print(f"\r[{bar:<30}] {text}", end="", file=self.stream, flush=True)
+            if n_written == n_todo:
+                print(file=self.stream)
+        elif int(10 * frac) > self.shown:
+            self.shown = int(10 * frac)
+            print(f"progress: {text}", file=self.stream, flush=True)
 
 
 def _genotypes(args):
@@ -299,15 +334,8 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
             a = res.attrs if traits is None else scan_mod.trait_attrs(res.attrs, i)
             head = [] if traits is None else [f"## phenotype {traits[i]}"]
             print("\n".join(head + _counts(a, m, None) + _null_block(a)))
-        show = sys.stderr.isatty()
-
-        def progress(n_written, n_todo):
-            print(f"\r{n_written}/{n_todo} blocks", end="", file=sys.stderr, flush=True)
-
         store.write_results_zarr(res, zpath, resume=resume, overwrite=overwrite,
-                                 client=client, on_block=progress if show else None)
-        if show:
-            print(file=sys.stderr)
+                                 client=client, on_block=_Progress())
     res = store.open_results(zpath).load()
     minutes = (time.perf_counter() - t0) / 60
     for i, (tsv, log) in enumerate(zip(tsvs, logs)):
@@ -415,6 +443,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dlmm`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     from .errors import InputError
+
+    # A root handler at WARNING: without one, the first module-level logging call of a
+    # dependency installs a handler that prints every INFO record of distributed.
+    if not logging.root.handlers:
+        handler = logging.StreamHandler()
+        handler.setLevel(logging.WARNING)
+        logging.root.addHandler(handler)
 
     try:
         return {"scan": _scan, "demo": _demo, "convert": _convert,

@@ -11,9 +11,12 @@ __all__ = ["grm", "grm_loco", "split_at_contigs"]
 
 
 def _grm_part(block, samples, covariates, maf, max_missing, standardise):
+    from .blas import single_threaded
+
     use = kernels.block_stats(np.asarray(block, dtype=np.float64)[:, samples], covariates,
                               maf=maf, max_missing=max_missing)["tested"]
-    return kernels.grm_block(block, use, standardise)[None]
+    with single_threaded():
+        return kernels.grm_block(block, use, standardise)[None]
 
 
 def _grm_count(block, samples, covariates, maf, max_missing):

@@ -1,9 +1,10 @@
 """The scan: the thin Dask layer that maps the per-block kernel over variants.
 
 Set-up (phenotype alignment, kinship, its eigendecomposition and the null
-fit) runs once on the client; the eigenvectors and null quantities enter the
-graph once, as one key every block task depends on; each variant chunk is one
-task: read, filter, impute, rotate, fit, LRT.  The result is a lazy
+fit) runs once on the client; the eigenvectors and null quantities are
+scattered to every worker once (with a ``distributed`` client) and every block
+task depends on that one key; each variant chunk is one task: read, filter,
+impute, rotate, fit, LRT.  The result is a lazy
 ``xarray.Dataset`` over ``variants``.
 """
 
@@ -172,8 +173,8 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
          solver: str = "exact", em_start: str = "classic", center: bool = True,
          maf: float = 0.01, max_missing: float = 0.05, em_tol: float = 1e-5,
          em_max_iter: int = 100, null: tuple[np.ndarray, NullModel] | None = None,
-         test: str | tuple[str, ...] = "lrt", traits=None, loco: bool = False,
-         **sources) -> xr.Dataset:
+         broadcast: bool = True, test: str | tuple[str, ...] = "lrt", traits=None,
+         loco: bool = False, **sources) -> xr.Dataset:
     """LMM association scan of every variant, lazy over variant chunks.
 
     Parameters
@@ -199,6 +200,9 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
         the Wald F-test uses each variant's REML lambda, the score F-test the
         null model's ML lambda (as GEMMA); both on ``n - c - k`` df.
     traits : (traits,) names of the phenotype columns (default ``pheno1..``).
+    broadcast : with a ``distributed`` client, scatter the eigenvectors and null
+        fit to every worker once (see :func:`_share`); with ``loco`` each
+        chromosome's go only to where its blocks run.
     loco : leave one chromosome out: each contig's variants are tested with the
         GRM of the other contigs (:func:`dlmm.kinship.grm_loco`: one pass over the
         genotypes, the whole-genome sums minus the contig's), with its own
@@ -272,12 +276,15 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
             if solver == "em" and em_start == "null":
                 starts = [(x.ml.beta[0], x.ml.sigma_sq_a[0], x.ml.sigma_sq_e[0])
                           for x in nulls]
-            shared[c] = dask.delayed(
+            # LOCO: each chromosome's eigenvectors go only where its blocks run, not
+            # to every worker (C of them per worker otherwise)
+            shared[c] = _share(
                 {"samples": samples, "U": nm.U, "s": nm.s, "W": nm.W, "Wr": nm.Wr,
                  "yr": np.column_stack([x.yr for x in nulls]),
                  "logl_null": np.array([float(f.logl[0]) for f in null_fits]),
                  "null_start": starts, "tests": tests,
-                 "lam_null": np.array([float(x.ml.lam[0]) for x in nulls])}, pure=True)
+                 "lam_null": np.array([float(x.ml.lam[0]) for x in nulls])},
+                broadcast=broadcast and not loco)
             sm = []
             for x in nulls:
                 summary = x.summary()
@@ -364,5 +371,36 @@ def parse_tests(test: str | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(t for t in kernels.TESTS if t in names)
 
 
+def _share(shared: dict, broadcast: bool = True):
+    """The state every block task needs (U, s, the null fit) as one graph input.
+
+    With a ``distributed`` client current and ``broadcast``, it is scattered
+    to every worker once, before any task runs.  The alternative, a
+    ``dask.delayed`` key embedded in the graph, ships U (n x n float64) from
+    the client to the scheduler inside the graph, from the scheduler to the
+    one worker that materialises it, and then worker to worker on demand: the
+    scheduler holds a copy for the life of the graph and the first wave of
+    tasks on the other workers waits on those transfers.  Measured in
+    ``benchmarks/broadcast.py``.  Without a client (the threaded scheduler)
+    the delayed key is a plain in-memory object.
+    """
+    import dask
+
+    if broadcast:
+        try:
+            from distributed import default_client
+
+            client = default_client()
+        except (ImportError, ValueError):
+            client = None
+        if client is not None:
+            key = "dlmm-shared-" + dask.base.tokenize(*(shared[k] for k in sorted(shared)))
+            return client.scatter({key: shared}, broadcast=True, hash=False)[key]
+    return dask.delayed(shared, pure=True)
+
+
 def _block(dosage, shared, **kw):
-    return kernels.scan_block(dosage, **shared, **kw)
+    from .blas import single_threaded
+
+    with single_threaded():
+        return kernels.scan_block(dosage, **shared, **kw)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["simulate_families", "pedigree_kinship"]
+__all__ = ["simulate_families", "pedigree_kinship", "simulate_population"]
 
 
 def pedigree_kinship(n_families: int, n_children: int) -> np.ndarray:
@@ -68,3 +68,60 @@ def simulate_families(n_families: int = 60, n_children: int = 2, n_variants: int
     return {"dosage": dosage, "phenotype": y, "kinship": A, "causal": causal,
             "contig": contig, "position": position,
             "family": np.repeat(np.arange(n_families), size)}
+
+
+def simulate_population(n_samples: int, n_variants: int, *, chunk_size: int = 10_000,
+                        n_populations: int = 4, fst: float = 0.05, n_causal: int = 500,
+                        h2: float = 0.5, n_contigs: int = 10, seed: int = 0):
+    """A lazy, seeded genotype Dataset of any size, and a trait: for benchmarks.
+
+    Samples fall in ``n_populations`` equal groups whose allele frequencies
+    are drawn around a common one (Balding-Nichols, ``fst``); variants are
+    unlinked.  Each chunk of variants is generated from its own seed when it
+    is computed, so the matrix never exists in memory at once and any chunk
+    is reproducible on any worker.
+
+    Returns
+    -------
+    ``(ds, y)``: the genotype Dataset (``call_dosage`` (variants, samples) as a
+    dask array with chunks of ``chunk_size`` variants, ``variant_*``,
+    ``sample_id``) and a polygenic trait (samples,): normal effects of
+    ``n_causal`` variants of the first chunk (standardised), scaled to explain
+    ``h2`` of the variance, plus noise.
+    """
+    import dask.array as da
+
+    from .io import genotype_dataset
+
+    pop = np.repeat(np.arange(n_populations), -(-n_samples // n_populations))[:n_samples]
+    chunks = (tuple(min(chunk_size, n_variants - i) for i in range(0, n_variants, chunk_size)),
+              (n_samples,))
+    dosage = da.map_blocks(_population_block, pop=pop, fst=fst, seed=seed, chunks=chunks,
+                           dtype=np.float64)
+    rng = np.random.default_rng([seed, 2**31])
+    contig = np.repeat(np.arange(n_contigs), -(-n_variants // n_contigs))[:n_variants]
+    position = np.concatenate([np.cumsum(rng.integers(1_000, 20_000, (contig == c).sum()))
+                               for c in range(n_contigs)])
+    ds = genotype_dataset(
+        dosage, sample_id=np.array([f"s{i}" for i in range(n_samples)]),
+        variant_id=np.array([f"v{j}" for j in range(n_variants)]), variant_contig=contig,
+        contig_id=np.array([str(c + 1) for c in range(n_contigs)]), variant_position=position,
+        variant_allele=np.tile(np.array(["A", "G"], dtype=object), (n_variants, 1)))
+    first = dosage.blocks[0].compute()
+    causal = rng.choice(first.shape[0], min(n_causal, first.shape[0]), replace=False)
+    g = first[causal]
+    g = (g - g.mean(axis=1, keepdims=True)) / np.maximum(g.std(axis=1, keepdims=True), 1e-12)
+    a = rng.standard_normal(causal.size) @ g
+    a *= np.sqrt(h2) / max(a.std(), 1e-12)
+    y = a + np.sqrt(1.0 - h2) * rng.standard_normal(n_samples)
+    return ds, y
+
+
+def _population_block(pop, fst, seed, block_info=None):
+    (start, stop), _ = block_info[None]["array-location"]
+    rng = np.random.default_rng([seed, start])
+    m, k = stop - start, pop.max() + 1
+    p = rng.uniform(0.05, 0.5, m)
+    a = p * (1 - fst) / fst
+    freq = rng.beta(a[:, None], ((1 - p) * (1 - fst) / fst)[:, None], (m, k))
+    return rng.binomial(2, freq[:, pop]).astype(np.float64)

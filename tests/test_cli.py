@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,9 @@ def test_demo_finds_causal_variants(tmp_path):
     top = r.stdout.split("top hits")[1].splitlines()[2:5]
     assert any(line.strip().startswith("*") for line in top), r.stdout
     assert (tmp_path / "d" / "demo.log.txt").exists()
+    # not a terminal: progress as lines; the cluster's size and dashboard are shown
+    assert re.search(r"^progress: (\d+)/\1 blocks 100%", r.stderr, re.M), r.stderr
+    assert "local Dask cluster: 1 worker" in r.stderr and "dask dashboard: http" in r.stderr
 
 
 @pytest.fixture
@@ -138,3 +142,25 @@ def test_help_is_fast_and_lists_commands():
     if shutil.which("dlmm"):
         r = subprocess.run(["dlmm", "scan", "--help"], capture_output=True, text=True)
         assert "--kinship" in r.stdout
+
+
+def test_progress_bar_on_a_terminal_and_lines_in_a_log():
+    import io
+
+    from dlmm.cli import _Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, log = Terminal(), io.StringIO()
+    for stream in (tty, log):
+        bar = _Progress(stream)
+        for i in range(1, 21):
+            bar(i, 20)
+    shown = tty.getvalue()
+    assert shown.count("\r[") == 20 and shown.endswith(", eta 0 s\n")
+    assert shown.rsplit("\r", 1)[1].startswith("[" + "#" * 30 + "] 20/20 blocks 100%")
+    assert "[" + "#" * 30 + "]" in shown and "[" + "#" * 15 + " " * 15 + "] 10/20" in shown
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 11 and lines[-1].startswith("progress: 20/20 blocks 100%")

@@ -118,3 +118,19 @@ def test_block_stats_filters_like_gemma():
     np.testing.assert_array_equal(st["n_miss"], [0, 0, 0, 1, 0])
     assert st["af"][4] == pytest.approx(0.05)
     assert not kernels.block_stats(x, maf=0.1)["tested"][4]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_take_selects_converts_and_fills(dtype):
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 3, (40, 30)).astype(dtype)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    rows, cols = rng.random(40) < 0.7, rng.random(30) < 0.6
+    fill = rng.normal(size=40)
+    got = kernels.take(x, rows=rows, cols=cols, fill=fill)
+    ref = x.astype(np.float64)[rows][:, cols]
+    ref = np.where(np.isnan(ref), fill[rows][:, None], ref)
+    assert got.dtype == np.float64 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, ref)
+    kept = kernels.take(x, cols=np.flatnonzero(cols))  # indices, NaN kept
+    np.testing.assert_array_equal(kept, x.astype(np.float64)[:, cols])

@@ -129,7 +129,8 @@ def test_resume_after_sigkill(plink, tmp_path):
 def test_real_dask_cluster_on_loopback(plink, tmp_path):
     """`dask scheduler` + two `dask worker` processes; scan through --scheduler."""
     sched_file = tmp_path / "scheduler.json"
-    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
+    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False",
+               DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH="1000000")
     procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
                                "--port", "0", "--no-dashboard", "--scheduler-file",
                                str(sched_file)], stderr=subprocess.DEVNULL, env=env)]
@@ -157,11 +158,30 @@ def test_real_dask_cluster_on_loopback(plink, tmp_path):
         assert len(a) > 2900
         pd.testing.assert_frame_equal(a.drop(columns="iterations"),
                                       b.drop(columns="iterations"), rtol=1e-8)
-        with Client(address) as c:  # both workers took part
-            logs = c.run(lambda dask_worker: len(dask_worker.state.log))
-        assert len(logs) == 2
+
+        def _shared_state_story(dask_worker):
+            """(blocks this worker ran, how the shared scan state reached it), from its log."""
+            log = list(dask_worker.state.log)
+            keys = {e[0] for e in log
+                    if isinstance(e[0], str) and e[0].startswith("dlmm-shared-")}
+            arrivals = [e[1] for e in log if e[0] in keys and e[1] == "put-in-memory"]
+            ran = {e[0] for e in log if len(e) > 2 and e[1:3] == ("executing", "memory")
+                   and "_block-" in str(e[0])}
+            return len(ran), arrivals
+
+        with Client(address) as c:
+            stories = c.run(_shared_state_story)
+        # the workers' own logs: both ran blocks, and U (with the null fit) entered
+        # each worker's memory exactly once, whatever the number of blocks it ran
+        assert len(stories) == 2
+        assert max(n for n, _ in stories.values()) >= 2  # 6 blocks on 2 workers
+        for worker, (n_blocks, arrivals) in stories.items():
+            assert n_blocks >= 1, worker
+            assert len(arrivals) == 1, (worker, arrivals)
+
     finally:
         for p in procs[::-1]:
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+
