@@ -38,13 +38,14 @@ def main() -> None:
 
     ds, y = simulate_population(a.samples, a.variants, chunk_size=a.chunk_size, seed=5)
     ds = ds.assign(call_dosage=ds["call_dosage"].persist(scheduler="threads"))
+    dims = ("variants", "samples")
     with dask.config.set(scheduler="threads"):
         null = prepare(ds, y)  # the GRM, its eigendecomposition, the null fit: shared
     times: dict[bool, list[float]] = {True: [], False: []}
     with LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         # the genotypes go to the workers once, up front, so only the shared state differs
-        ds = ds.assign(call_dosage=client.persist(ds["call_dosage"].data))
+        ds = ds.assign(call_dosage=(dims, client.persist(ds["call_dosage"].data)))
         for rep in range(a.reps):
             for broadcast in (True, False) if rep % 2 == 0 else (False, True):
                 t0 = time.perf_counter()

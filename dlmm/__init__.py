@@ -13,6 +13,7 @@ __all__ = [
     "NullModel",
     "fit_null_model",
     "grm",
+    "plot",
     "prepare",
     "read_covariates",
     "read_fam_phenotype",
@@ -20,6 +21,7 @@ __all__ = [
     "read_phenotype",
     "read_plink",
     "read_text_genotypes",
+    "report",
     "scan",
     "simulate_families",
     "to_gemma_table",
@@ -45,7 +47,13 @@ _WHERE = {
 }
 
 
+#: submodules that are part of the API (HoloViews and Bokeh load on first use)
+_MODULES = {"plot", "report"}
+
+
 def __getattr__(name: str):
+    if name in _MODULES:
+        return importlib.import_module(f"dlmm.{name}")
     if name in _WHERE:
         return getattr(importlib.import_module(f"dlmm.{_WHERE[name]}"), name)
     raise AttributeError(f"module 'dlmm' has no attribute {name!r}")

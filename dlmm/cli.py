@@ -67,10 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", help="address of a running Dask scheduler "
                    "(default: a local cluster on this machine)")
     s.add_argument("--out", "-o", required=True,
-                   help="output prefix: writes PREFIX.zarr, PREFIX.assoc.tsv and PREFIX.log.txt")
+                   help="output prefix: writes PREFIX.zarr, PREFIX.assoc.tsv, PREFIX.log.txt "
+                   "and PREFIX.report.html")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     s.add_argument("--resume", action="store_true",
                    help="finish an interrupted scan: compute only blocks not in PREFIX.zarr")
+    s.add_argument("--no-plot", dest="plot", action="store_false",
+                   help="do not write the report PREFIX.report.html")
 
     k = sub.add_parser("grm", help="compute the genomic relatedness matrix (GEMMA -gk 1/-gk 2)",
                        description="Accumulate the GRM over chunks of variants with Dask (the "
@@ -116,17 +119,42 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--families", type=int, default=150)
     d.add_argument("--variants", type=int, default=20_000)
     d.add_argument("--scheduler", help="address of a running Dask scheduler")
+
+    pl = sub.add_parser("plot", help="Manhattan and QQ plots of a scan: an HTML report",
+                        description="Write a self-contained HTML page (opens offline) with "
+                        "the summary table, the Manhattan and the QQ plot of a result store.")
+    pl.add_argument("results", help="result store PREFIX.zarr written by dlmm scan")
+    pl.add_argument("--out", "-o", required=True, help="the HTML file, e.g. report.html")
+    pl.add_argument("--png", help="also write the plots to this PNG file (no browser needed)")
+    pl.add_argument("--significance", default="5e-8",
+                    help="p-value of the significance line (5e-8), or 'bonferroni' "
+                    "(0.05 / variants tested)")
+    pl.add_argument("--top", type=int, default=100,
+                    help="top hits drawn as points with hover (100)")
     return p
+
+
+class _QuietInputErrors(logging.Filter):
+    """A task that raised InputError (e.g. a corrupt store chunk) is reported once,
+    as the command's one-line error: drop the local worker's log of it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ((msg.startswith("Compute Failed") and "InputError(" in msg)
+                    # tasks cancelled as the command stops on that error
+                    or msg.endswith("ended with CancelledError"))
 
 
 @contextlib.contextmanager
 def _client(address: str | None):
-    """The Dask client of a command: the given scheduler, or a local cluster."""
+    """The Dask client of a command: the given scheduler, or a local cluster.
+
+    Yields ``(client, description)``: what the cluster is, for the log."""
     from distributed import Client, LocalCluster
 
     if address:
         with Client(address) as client:
-            yield client
+            yield client, f"scheduler {address}"
         return
     from dask.system import CPU_COUNT
     from distributed.system import MEMORY_LIMIT
@@ -137,9 +165,8 @@ def _client(address: str | None):
     with LocalCluster(n_workers=1, threads_per_worker=CPU_COUNT, processes=False,
                       memory_limit=MEMORY_LIMIT, dashboard_address=":0",
                       silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
-        print(f"local Dask cluster: 1 worker, {CPU_COUNT} threads, "
-              f"{MEMORY_LIMIT / 2**30:.1f} GiB", file=sys.stderr)
-        yield client
+        yield client, (f"local cluster: 1 worker, {CPU_COUNT} threads, "
+                       f"{MEMORY_LIMIT / 2**30:.1f} GiB")
 
 
 class _Progress:
@@ -177,8 +204,8 @@ def _genotypes(args):
 
     g = args.genotypes
     # the genotypes, and the phenotypes they carry (None: --pheno is needed)
-    if io.is_zarr_store(g):
-        ds = io.open_store(g)
+    if io.is_url(g) or io.is_zarr_store(g) or Path(g).is_dir():
+        ds = io.open_store(g)  # a folder that is no Zarr store: open_store says so
         carried = ds["sample_phenotype"].values if "sample_phenotype" in ds else None
         carried_src, what = g, "store"
     elif Path(f"{g}.bed").exists() or Path(f"{g}.fam").exists():
@@ -288,14 +315,38 @@ def _null_lines(a) -> list[str]:
     return lines
 
 
+def _skipped_line(res, maf: float, max_missing: float) -> str | None:
+    """Why the variants that were not tested were skipped, as one log line."""
+    import numpy as np
+
+    skip = ~res["variant_lmm_tested"].values.astype(bool)
+    if not skip.any():
+        return None
+    n = res.attrs["n_analysed"]
+    miss = res["variant_n_missing"].values[skip]
+    af = res["variant_allele_frequency"].values[skip]
+    reasons = {
+        "all missing": miss == n,
+        f"missing rate above {max_missing:g}": (miss < n) & (miss / n > max_missing),
+        "monomorphic": (miss / n <= max_missing) & ((af == 0) | (af == 1)),
+        f"allele frequency below {maf:g}": ((miss / n <= max_missing) & (af > 0) & (af < 1)
+                                             & ((af < maf) | (af > 1 - maf))),
+    }
+    other = skip.sum() - sum(int(v.sum()) for v in reasons.values())
+    parts = [f"{int(v.sum())} {k}" for k, v in reasons.items() if v.any()]
+    if other:
+        parts.append(f"{other} without variation or explained by the covariates")
+    return f"## number of skipped SNPs/var = {int(skip.sum())} ({', '.join(parts)})"
+
+
 def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
              scheduler: str | None = None, kinship=None, covariates=None, sources=None,
-             source: str = "", **options) -> tuple[Path, object]:
+             source: str = "", plot: bool = True, **options) -> tuple[Path, object]:
     """Driver shared by ``dlmm scan`` and ``dlmm demo``.
 
     Fits the null model, computes the variant chunks as Dask tasks, writes each
     to ``PREFIX.zarr`` as it finishes, then assembles the TSV and the log from
-    the store.
+    the store, and (``plot``) the report ``PREFIX.report.html``.
     """
     from . import scanner as scan_mod
     from . import store
@@ -316,8 +367,9 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
         for p in (zpath, *tsvs, *logs):
             if p.exists():
                 raise InputError(p, "output exists", "pass --overwrite, --resume, or another --out")
-    for j in range(y.shape[1] if y.ndim == 2 else 1):
-        scan_mod.validate_inputs(ds, y[:, j] if y.ndim == 2 else y, kinship=kinship,
+    for j in range(y.shape[1] if y.ndim == 2 else 1):  # the kinship once
+        scan_mod.validate_inputs(ds, y[:, j] if y.ndim == 2 else y,
+                                 kinship=kinship if j == 0 else None,
                                  covariates=covariates, **(sources or {}))
     scan_mod.parse_tests(options.get("test", "lrt"))
     if options.get("loco") and kinship is not None:
@@ -325,8 +377,8 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
                          "drop --kinship when using --loco")
     t0 = time.perf_counter()
     m = ds.sizes["variants"]
-    with _client(scheduler) as client:
-        print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+    with _client(scheduler) as (client, cluster):
+        print(f"dask dashboard: {client.dashboard_link} ({cluster})", file=sys.stderr)
         res = scan_mod.scan(ds, y, kinship=kinship, covariates=covariates, **options,
                             **(sources or {}))
         res.attrs["source"] = source
@@ -339,28 +391,66 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
     res = store.open_results(zpath).load()
     minutes = (time.perf_counter() - t0) / 60
     for i, (tsv, log) in enumerate(zip(tsvs, logs)):
-        one = res if traits is None else res.isel(traits=i)
+        one = res.copy(deep=False) if traits is None else res.isel(traits=i)
         a = res.attrs if traits is None else scan_mod.trait_attrs(res.attrs, i)
+        # this trait's figures (LOCO: the counts are the same for every chromosome)
+        one.attrs = scan_mod.contig_attrs(a, 0) if "loco_contigs" in a else dict(a)
         n_tested = int(one["variant_lmm_tested"].sum())
         lines = _counts(a, m, n_tested) + _null_block(a)
+        skipped = _skipped_line(one, options.get("maf", 0.01), options.get("max_missing", 0.05))
+        if skipped:
+            lines.insert(5, skipped)
         store.write_tsv(one, tsv)
         lines.append(f"## total computation time = {minutes:.6g} min")
         tmp = log.with_name(log.name + ".partial")
         tmp.write_text("\n".join(lines) + "\n")
         os.replace(tmp, log)
-        print(("" if traits is None else f"{traits[i]}: ") + lines[4])
+        if traits is not None:
+            print(f"## phenotype {traits[i]}")
+        print("\n".join(lines[4:6] if skipped else lines[4:5]))
         print(f"results: {zpath} (Zarr), {tsv}\nlog: {log}")
+    if plot:
+        from .report import report_path, write_report
+
+        print(f"report: {write_report(_report_view(res), report_path(out))}")
     return (tsvs[0] if traits is None else tsvs), res
+
+
+def _report_view(res):
+    """The result as the report reads it: for LOCO, a null figure that differs between
+    chromosomes (a list per trait) is left out (the report shows n/a; the logs have
+    them), one shared by all (the sample counts) is kept as one value."""
+    if "loco_contigs" not in res.attrs:
+        return res
+
+    def one(v):
+        return v[0] if all(x == v[0] for x in v) else None
+
+    attrs = {}
+    multi = "traits" in res.dims
+    for k, v in res.attrs.items():
+        if k == "loco_contigs" or not isinstance(v, list):
+            attrs[k] = v
+            continue
+        v = [one(x) for x in v] if multi else one(v)
+        if v is not None and not (multi and any(x is None for x in v)):
+            attrs[k] = v
+    view = res.copy(deep=False)
+    view.attrs = attrs
+    return view
 
 
 def _scan(args) -> int:
     ds, y, ysrc, K, W = _load(args)
     run_scan(ds, y, out=args.out, overwrite=args.overwrite, resume=args.resume,
-             scheduler=args.scheduler, source=str(Path(args.genotypes).resolve()),
+             scheduler=args.scheduler, source=_source_name(args.genotypes),
              kinship=K, covariates=W, model=args.model, solver=args.solver,
              em_start=args.em_start, center=args.center, maf=args.maf,
              max_missing=args.max_missing, em_tol=args.em_tol, em_max_iter=args.em_max_iter,
-             test=args.test, traits=getattr(args, "traits", None), loco=args.loco, sources={"phenotype_source": ysrc, "kinship_source": args.kinship or "kinship"})
+             test=args.test, traits=getattr(args, "traits", None), loco=args.loco,
+             plot=args.plot,
+             sources={"phenotype_source": ysrc, "kinship_source": args.kinship or "kinship",
+                      "covariate_source": args.covar or "covariates"})
     return 0
 
 
@@ -398,8 +488,8 @@ def _grm(args) -> int:
                          "covariates", "check the phenotype column (--pheno-col) and --covar")
     W = np.ones((int(samples.sum()), 1)) if W is None else W[samples]
     t0 = time.perf_counter()
-    with _client(args.scheduler) as client:
-        print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+    with _client(args.scheduler) as (client, cluster):
+        print(f"dask dashboard: {client.dashboard_link} ({cluster})", file=sys.stderr)
         K = grm(ds, samples, W, standardise=args.standardise, maf=args.maf,
                 max_missing=args.max_missing).compute()
     store.write_kinship_zarr(K, zpath, overwrite=args.overwrite)
@@ -411,6 +501,13 @@ def _grm(args) -> int:
           f"{(time.perf_counter() - t0) / 60:.3g} min")
     print("wrote " + ", ".join(map(str, written)))
     return 0
+
+
+def _source_name(genotypes: str) -> str:
+    """The genotypes as recorded in the results: an absolute path, or the URL."""
+    from .io import is_url
+
+    return genotypes if is_url(genotypes) else str(Path(genotypes).resolve())
 
 
 def _convert(args) -> int:
@@ -439,6 +536,42 @@ def _demo(args) -> int:
     return 0
 
 
+def _plot(args) -> int:
+    from . import io, store
+    from .errors import InputError
+
+    sig = args.significance
+    if sig.lower() != "bonferroni":
+        try:
+            sig = float(sig)
+        except ValueError:
+            sig = -1.0
+        if not 0 < sig < 1:
+            raise InputError("--significance", f"{args.significance!r} is not a p-value in "
+                             "(0, 1) or 'bonferroni'", "give e.g. 5e-8 or bonferroni")
+    if not io.is_zarr_store(args.results):
+        raise InputError(args.results, "not a Zarr store",
+                         "give the PREFIX.zarr that dlmm scan wrote")
+    if args.top < 0:
+        raise InputError("--top", f"{args.top} is negative", "give 0 or more top hits")
+    res = store.open_results(args.results)
+    if "variant_lmm_p_value" not in res:
+        raise InputError(args.results, "no variant_lmm_p_value: not a result store of dlmm scan",
+                         "give the PREFIX.zarr that dlmm scan wrote")
+    if "block_done" in res and not bool(res["block_done"].all()):
+        raise InputError(args.results, "the scan is incomplete (some blocks not done)",
+                         "finish it with dlmm scan ... --resume")
+    for path in (args.out, args.png):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise InputError(path, "output folder does not exist", "create it first")
+    from .report import write_png, write_report
+
+    print(f"report: {write_report(res, args.out, significance=sig, n_top=args.top)}")
+    if args.png:
+        print(f"png: {write_png(res, args.png, significance=sig, n_top=args.top)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dlmm`` command; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -449,11 +582,15 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.root.handlers:
         handler = logging.StreamHandler()
         handler.setLevel(logging.WARNING)
+        handler.addFilter(_QuietInputErrors())
         logging.root.addHandler(handler)
 
+    worker_log = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _QuietInputErrors) for f in worker_log.filters):
+        worker_log.addFilter(_QuietInputErrors())
     try:
         return {"scan": _scan, "demo": _demo, "convert": _convert,
-                "grm": _grm}[args.command](args)
+                "grm": _grm, "plot": _plot}[args.command](args)
     except InputError as e:
         print(f"dlmm: error: {e}", file=sys.stderr)
         return 2

@@ -18,3 +18,6 @@ class InputError(ValueError):
     def __init__(self, source: str, problem: str, fix: str):
         self.source, self.problem, self.fix = str(source), problem, fix
         super().__init__(f"{source}: {problem}. Fix: {fix}")
+
+    def __reduce__(self):  # raised in a Dask task, it travels back to the client pickled
+        return type(self), (self.source, self.problem, self.fix)

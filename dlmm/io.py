@@ -32,16 +32,21 @@ __all__ = [
     "read_covariates",
     "read_kinship",
     "genotype_dataset",
+    "is_url",
     "is_zarr_store",
     "open_store",
 ]
 
 DEFAULT_CHUNK = 10_000
+#: A kinship with an eigenvalue below -PSD_TOL x its mean diagonal is refused.
+PSD_TOL = 1e-3
 _MISSING = {"NA", "na", "NaN", "nan", "-9", "-9.0", "."}
 
 
 def _need_file(path: str | os.PathLike, what: str) -> Path:
     p = Path(path)
+    if p.is_dir():
+        raise InputError(p, f"is a folder, not a {what} file", "give the file's path")
     if not p.is_file():
         raise InputError(p, f"{what} file not found", "check the path")
     if not os.access(p, os.R_OK):
@@ -290,36 +295,45 @@ def read_covariates(path: str | os.PathLike, n_samples: int | None = None) -> np
 
 def read_kinship(path: str | os.PathLike, n_samples: int | None = None,
                  sample_id=None) -> np.ndarray:
-    """A kinship matrix: GEMMA's whitespace n x n text, ``.npy``, or a Zarr store.
+    """A kinship matrix: GEMMA's whitespace n x n text, ``.npy``, ``.npz`` or a Zarr store.
 
-    A Zarr store is one written by ``dlmm grm`` (variable ``grm``, dims
-    (samples, samples_2)); when it has ``sample_id`` and ``sample_id`` is
-    given here (the genotypes' samples), they must be the same, in order.
-
-    Returns
-    -------
-    (n, n) float64, validated by :func:`validate_kinship`.
+    Text and ``.npy`` carry no sample ids: their rows are taken in the
+    genotypes' sample order.  An ``.npz`` holds ``kinship`` (n, n) and
+    ``sample_id`` (n,); a Zarr store from ``dlmm grm`` holds ``grm``
+    (samples, samples_2) and ``sample_id``.  Their ids must be the genotypes'
+    ``sample_id`` (given as ``sample_id``), in any order; the matrix is
+    returned in genotype order.
     """
     p = Path(path)
     if is_zarr_store(p):
         K, ids = _read_kinship_zarr(p)
-        if sample_id is not None and ids is not None:
-            sample_id = np.asarray(sample_id, dtype=object).astype(str)
-            if ids.shape != sample_id.shape or (ids != sample_id).any():
-                raise InputError(p, "the kinship's sample_id differ from the genotypes' "
-                                 "samples (or their order)",
-                                 "compute the kinship from the same genotypes (dlmm grm)")
-        return validate_kinship(K, p, n_samples)
+        if ids is not None:
+            K = _align_kinship(K, ids, sample_id, p)
+        # positive semi-definiteness is checked once, by scanner.validate_inputs
+        return validate_kinship(K, p, n_samples, psd=False)
     p = _need_file(path, "kinship")
-    if p.suffix == ".npy":
-        K = np.load(p).astype(np.float64)
-    else:
-        try:
+    ids = None
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                if "kinship" not in z or "sample_id" not in z:
+                    raise InputError(p, f"an .npz kinship needs arrays kinship and sample_id, "
+                                     f"it has {', '.join(z.files) or 'none'}",
+                                     "save it with np.savez(path, kinship=K, sample_id=ids)")
+                K, ids = z["kinship"].astype(np.float64), z["sample_id"].astype(str)
+        elif p.suffix == ".npy":
+            K = np.load(p, allow_pickle=False).astype(np.float64)
+        else:
             K = np.loadtxt(p, dtype=np.float64, ndmin=2)
-        except ValueError as e:
-            raise InputError(p, f"kinship is not a numeric matrix ({e})",
-                             "give GEMMA's whitespace n x n text") from None
-    return validate_kinship(K, p, n_samples)
+    except InputError:
+        raise
+    except Exception as e:  # numpy raises ValueError, OSError, zipfile.BadZipFile, ...
+        raise InputError(p, f"kinship is not a numeric matrix ({type(e).__name__}: {e})",
+                         "give GEMMA's whitespace n x n text, .npy or .npz") from None
+    if ids is not None:
+        K = _align_kinship(K, ids, sample_id, p)
+    # positive semi-definiteness is checked once, by scanner.validate_inputs
+    return validate_kinship(K, p, n_samples, psd=False)
 
 
 def _read_kinship_zarr(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -341,8 +355,43 @@ def _read_kinship_zarr(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return K, ids
 
 
-def validate_kinship(K: np.ndarray, source, n_samples: int | None = None) -> np.ndarray:
-    """Check a kinship is square, finite, symmetric and matches the samples."""
+def _align_kinship(K: np.ndarray, ids: np.ndarray, sample_id, source) -> np.ndarray:
+    """Reorder an id-carrying kinship to the genotypes' sample order."""
+    if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] != ids.shape[0]:
+        raise InputError(source, f"kinship is {'x'.join(map(str, K.shape))} with "
+                         f"{ids.shape[0]} sample ids", "give an n x n kinship and n sample ids")
+    dup = pd.Index(ids)[pd.Index(ids).duplicated()]
+    if len(dup):
+        raise InputError(source, f"{len(dup)} duplicated sample id(s) in the kinship "
+                         f"({_few(dup)})", "give each sample once")
+    if sample_id is None:
+        return K
+    want = np.asarray(sample_id).astype(str)
+    pos = pd.Index(ids).get_indexer(want)
+    extra = np.setdiff1d(ids, want)
+    if (pos < 0).any() or len(extra):
+        missing = want[pos < 0]
+        raise InputError(source, "kinship sample ids do not match the genotypes': "
+                         f"{len(missing)} of {len(want)} genotype samples are not in the "
+                         f"kinship ({_few(missing)}) and {len(extra)} kinship samples are "
+                         f"not genotyped ({_few(extra)})",
+                         "give the kinship of exactly the genotype samples (sample_id)")
+    return K[np.ix_(pos, pos)]
+
+
+def _few(values, k: int = 3) -> str:
+    values = [str(v) for v in values]
+    shown = ", ".join(repr(v) for v in values[:k])
+    return shown + (", ..." if len(values) > k else "") if values else "none"
+
+
+def validate_kinship(K: np.ndarray, source, n_samples: int | None = None, *,
+                     psd: bool = True) -> np.ndarray:
+    """Check a kinship is square, finite, symmetric and matches the samples.
+
+    With ``psd`` also that it is not clearly indefinite (one Cholesky
+    factorisation, O(n^3 / 3)).
+    """
     K = np.asarray(K, dtype=np.float64)
     if K.ndim != 2 or K.shape[0] != K.shape[1]:
         raise InputError(source, f"kinship is {'x'.join(map(str, K.shape))}, not square",
@@ -356,18 +405,83 @@ def validate_kinship(K: np.ndarray, source, n_samples: int | None = None) -> np.
     scale = max(np.abs(K).max(), 1e-300)
     if np.abs(K - K.T).max() > 1e-6 * scale:
         raise InputError(source, "kinship is not symmetric", "give a symmetric matrix")
+    if not psd:
+        return K
+    # clearly not positive semi-definite: an eigenvalue below -PSD_TOL x the mean
+    # diagonal (Cholesky of the shifted matrix fails; cheaper than the eigenvalues)
+    shift = PSD_TOL * max(float(np.abs(np.diag(K)).mean()), 1e-300)
+    try:
+        np.linalg.cholesky(K + shift * np.eye(K.shape[0]))
+    except np.linalg.LinAlgError:
+        raise InputError(source, "kinship is not positive semi-definite (an eigenvalue is "
+                         f"below -{PSD_TOL:g} x its mean diagonal)",
+                         "give a relationship matrix (e.g. a GRM), not a distance or "
+                         "an edited matrix") from None
     return K
 
 
+def is_url(path) -> bool:
+    """Whether ``path`` is an fsspec URL (``s3://``, ``gs://``, ``file://``, ``memory://``...)."""
+    return "://" in str(path)
+
+
 def is_zarr_store(path: str | os.PathLike) -> bool:
-    """Whether ``path`` looks like a Zarr store (v2 or v3 metadata at its root)."""
+    """Whether ``path`` looks like a Zarr store (v2 or v3 metadata at its root).
+
+    ``path`` is a local folder or an fsspec URL (``s3://bucket/g.zarr``: the
+    filesystem's package, e.g. s3fs or gcsfs, must be installed).
+    """
+    if is_url(path):
+        import fsspec
+
+        try:
+            fs, root = fsspec.core.url_to_fs(str(path))
+            return any(fs.exists(f"{root.rstrip('/')}/{f}")
+                       for f in (".zgroup", ".zmetadata", "zarr.json"))
+        except (ImportError, ValueError) as e:  # unknown protocol, package not installed
+            raise InputError(path, f"cannot read this URL ({e})",
+                             "install the fsspec filesystem for it (s3fs, gcsfs, ...)") from None
+        except OSError:
+            return False
     p = Path(path)
     return p.is_dir() and any((p / f).exists() for f in (".zgroup", ".zmetadata", "zarr.json"))
+
+
+def _read_rows(path: str, name: str, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` (variants) of a store's array; a chunk that cannot be
+    read or decoded (a corrupt store) is an InputError naming it."""
+    import zarr
+
+    try:
+        return zarr.open_array(path, path=name, mode="r")[start:stop]
+    except Exception as e:  # zarr, numcodecs and fsspec raise many types
+        raise InputError(path, f"{name}[{start}:{stop}] cannot be read ({type(e).__name__}: "
+                         f"{e})", "rewrite the store (`dlmm convert`, bio2zarr); blocks already "
+                         "written are kept for --resume") from None
+
+
+def _checked_read(path, name: str, var: xr.DataArray):
+    """``var`` as a dask array that reads its store with :func:`_read_rows`,
+    one task per chunk of variants (all samples)."""
+    import dask
+    import dask.array as da
+
+    rows = var.data.chunks[0]
+    blocks, start = [], 0
+    for size in rows:
+        read = dask.delayed(_read_rows, pure=True)(str(path), name, start, start + size)
+        blocks.append(da.from_delayed(read, shape=(size,) + var.shape[1:], dtype=var.dtype))
+        start += size
+    if not blocks:
+        return var.data
+    return da.concatenate(blocks, axis=0)
 
 
 def open_store(path: str | os.PathLike) -> xr.Dataset:
     """Open a VCF Zarr / sgkit genotype store lazily.
 
+    ``path`` is a folder or an fsspec URL (``s3://``, ``gs://``, ``file://``;
+    the workers must be able to read it too, with the same credentials).
     Accepts stores with ``call_dosage`` (variants, samples) or ``call_genotype``
     (variants, samples, ploidy; negative = missing, as bio2zarr and sgkit write
     it); the dosage used is the count of non-reference alleles, NaN where a
@@ -377,7 +491,7 @@ def open_store(path: str | os.PathLike) -> xr.Dataset:
     """
     import dask.array as da
 
-    p = Path(path)
+    p = str(path) if is_url(path) else Path(path)
     if not is_zarr_store(p):
         raise InputError(p, "not a Zarr store (no .zgroup, .zmetadata or zarr.json)",
                          "give a store written by `dlmm convert`, bio2zarr or sgkit")
@@ -394,13 +508,20 @@ def open_store(path: str | os.PathLike) -> xr.Dataset:
         if gt.dims[:2] != ("variants", "samples") or gt.ndim != 3:
             raise InputError(p, f"call_genotype has dims {gt.dims}",
                              "expected (variants, samples, ploidy)")
-        g = gt.data
+        if gt.dtype.kind not in "iu":
+            raise InputError(p, f"call_genotype has dtype {gt.dtype}, not integer allele "
+                             "indices", "give a VCF Zarr store (bio2zarr, sgkit or "
+                             "`dlmm convert`)")
+        g = _checked_read(p, "call_genotype", gt)
         dos = (g > 0).sum(axis=-1).astype(np.float32)
         dosage = da.where((g < 0).any(axis=-1), np.float32(np.nan), dos)
         ds = ds.assign(call_dosage=(("variants", "samples"), dosage))
     elif ds["call_dosage"].dims != ("variants", "samples"):
         raise InputError(p, f"call_dosage has dims {ds['call_dosage'].dims}",
                          "expected (variants, samples)")
+    else:
+        ds = ds.assign(call_dosage=(("variants", "samples"),
+                                    _checked_read(p, "call_dosage", ds["call_dosage"])))
     for need in ("sample_id", "variant_position"):
         if need not in ds:
             raise InputError(p, f"no {need} variable", "give a VCF Zarr store with it")

@@ -70,8 +70,9 @@ def _validate_phenotype(y: np.ndarray, n: int, source: str) -> np.ndarray:
 
 def validate_inputs(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = None,
                     covariates: np.ndarray | None = None, phenotype_source: str = "phenotype",
-                    kinship_source: str = "kinship"):
-    """Check the inputs of a scan at the boundary (cheap: no genotype is read).
+                    kinship_source: str = "kinship", covariate_source: str = "covariates"):
+    """Check the inputs of a scan at the boundary (no genotype is read; a given
+    kinship costs one Cholesky factorisation).
 
     Returns ``(y, samples, W, K)``: the phenotype (samples,) (one trait), the analysed
     samples' mask (non-missing phenotype and covariates), their covariates
@@ -87,7 +88,7 @@ def validate_inputs(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarra
     else:
         W_all = np.asarray(covariates, dtype=np.float64)
         if W_all.ndim != 2 or W_all.shape[0] != n_all:
-            raise InputError("covariates", f"covariates have shape {W_all.shape}, expected "
+            raise InputError(covariate_source, f"covariates have shape {W_all.shape}, expected "
                              f"({n_all}, c)", "give one covariate row per genotype sample")
         samples &= ~np.isnan(W_all).any(axis=1)
     n = int(samples.sum())
@@ -96,8 +97,9 @@ def validate_inputs(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarra
         raise InputError(phenotype_source, f"only {n} analysed samples for {W.shape[1]} "
                          "covariates", "give at least covariates + 2 samples with data")
     if np.linalg.matrix_rank(W) < W.shape[1]:
-        raise InputError("covariates", "covariate columns are collinear",
-                         "drop redundant covariate columns")
+        raise InputError(covariate_source, "covariate columns are collinear on the "
+                         f"{n} analysed samples (rank {np.linalg.matrix_rank(W)} < "
+                         f"{W.shape[1]} columns)", "drop redundant covariate columns")
     K = None if kinship is None else validate_kinship(kinship, kinship_source, n_all)
     return y, samples, W, K
 
@@ -106,8 +108,8 @@ def prepare(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None
             covariates: np.ndarray | None = None, center: bool = True,
             solver: str = "exact", maf: float = 0.01, max_missing: float = 0.05,
             em_tol: float = 1e-5, em_max_iter: int = 100,
-            phenotype_source: str = "phenotype", kinship_source: str = "kinship"
-            ) -> tuple[np.ndarray, NullModel]:
+            phenotype_source: str = "phenotype", kinship_source: str = "kinship",
+            covariate_source: str = "covariates") -> tuple[np.ndarray, NullModel]:
     """Set up a scan: analysed samples, kinship, eigendecomposition, null fit.
 
     Returns ``(samples, null)``: the (samples,) bool mask of analysed samples
@@ -118,19 +120,24 @@ def prepare(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None
         ds, np.asarray(phenotype, dtype=np.float64)[:, None], kinship=kinship,
         covariates=covariates, center=center, solver=solver, maf=maf,
         max_missing=max_missing, em_tol=em_tol, em_max_iter=em_max_iter,
-        phenotype_source=phenotype_source, kinship_source=kinship_source)
+        phenotype_source=phenotype_source, kinship_source=kinship_source,
+        covariate_source=covariate_source)
     return samples, nulls[0]
 
 
 def _prepare_traits(ds, Y, *, kinship, covariates, center, solver, maf, max_missing, em_tol,
-                    em_max_iter, phenotype_source, kinship_source):
+                    em_max_iter, phenotype_source, kinship_source,
+                    covariate_source="covariates"):
     """:func:`prepare` for traits ``Y`` (samples, t) missing on the same samples: one
     kinship and one eigendecomposition, one null fit per trait."""
     from .kinship import grm
 
-    checked = [validate_inputs(ds, Y[:, j], kinship=kinship, covariates=covariates,
-                               phenotype_source=phenotype_source,
-                               kinship_source=kinship_source) for j in range(Y.shape[1])]
+    # the kinship (a Cholesky factorisation) is checked once per group
+    checked = [validate_inputs(ds, Y[:, j], kinship=kinship if j == 0 else None,
+                               covariates=covariates, phenotype_source=phenotype_source,
+                               kinship_source=kinship_source,
+                               covariate_source=covariate_source)
+               for j in range(Y.shape[1])]
     _, samples, W, K = checked[0]
     if any((c[1] != samples).any() for c in checked):
         raise ValueError("the traits of one group must be missing on the same samples")
@@ -199,7 +206,8 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
         them (GEMMA ``-lmm 2``, ``1``, ``3``, ``4``).  The LRT compares ML fits;
         the Wald F-test uses each variant's REML lambda, the score F-test the
         null model's ML lambda (as GEMMA); both on ``n - c - k`` df.
-    traits : (traits,) names of the phenotype columns (default ``pheno1..``).
+    traits : (traits,) names of the phenotype columns (default ``pheno1..``), the
+        ``trait_id`` coordinate along ``traits``.
     broadcast : with a ``distributed`` client, scatter the eigenvectors and null
         fit to every worker once (see :func:`_share`); with ``loco`` each
         chromosome's go only to where its blocks run.
@@ -211,7 +219,7 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
     Returns
     -------
     Dataset over ``variants`` (and ``traits`` for a 2-D phenotype, with the
-    ``traits`` coordinate): ``variant_lmm_p_value`` (LRT),
+    ``trait_id`` coordinate): ``variant_lmm_p_value`` (LRT),
     ``variant_lmm_p_value_wald``, ``variant_lmm_p_value_score``,
     ``variant_lmm_beta`` (the Wald test's when it runs, else the ML fit's, else
     the score test's), ``variant_lmm_logl``, ``variant_lmm_lambda_reml``, ...
@@ -256,12 +264,14 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
     prep = dict(covariates=covariates, center=center, solver=solver, maf=maf,
                 max_missing=max_missing, em_tol=em_tol, em_max_iter=em_max_iter,
                 phenotype_source=sources.get("phenotype_source", "phenotype"),
-                kinship_source=sources.get("kinship_source", "kinship"))
+                kinship_source=sources.get("kinship_source", "kinship"),
+                covariate_source=sources.get("covariate_source", "covariates"))
     for idx in groups:
         if loco:
             from .kinship import grm_loco
             _, s_g, W_g, _ = validate_inputs(ds, Y[:, idx[0]], covariates=covariates,
-                                             phenotype_source=prep["phenotype_source"])
+                                             phenotype_source=prep["phenotype_source"],
+                                             covariate_source=prep["covariate_source"])
             K_loco = grm_loco(ds, s_g, W_g, maf=maf, max_missing=max_missing).values
         shared, per_contig = {}, []
         for c in loco_contigs:
@@ -331,7 +341,7 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
                                    else ds[v] for v in keep})
     if multi:
         names = [f"pheno{j + 1}" for j in range(n_traits)] if traits is None else list(traits)
-        res = res.assign_coords(traits=np.asarray(names, dtype=object))
+        res = res.assign_coords(trait_id=("traits", np.asarray(names, dtype=object)))
         attrs = {k: [sm[k] for sm in summaries] for k in summaries[0]}
     else:
         attrs = dict(summaries[0])
@@ -375,14 +385,19 @@ def _share(shared: dict, broadcast: bool = True):
     """The state every block task needs (U, s, the null fit) as one graph input.
 
     With a ``distributed`` client current and ``broadcast``, it is scattered
-    to every worker once, before any task runs.  The alternative, a
-    ``dask.delayed`` key embedded in the graph, ships U (n x n float64) from
-    the client to the scheduler inside the graph, from the scheduler to the
-    one worker that materialises it, and then worker to worker on demand: the
-    scheduler holds a copy for the life of the graph and the first wave of
-    tasks on the other workers waits on those transfers.  Measured in
-    ``benchmarks/broadcast.py``.  Without a client (the threaded scheduler)
-    the delayed key is a plain in-memory object.
+    to every worker once, before any task runs (the client sends it to one
+    worker, which replicates it to the others).  The alternative, a
+    ``dask.delayed`` key embedded in the graph, also reaches each worker once
+    but travels inside the graph: client to scheduler, scheduler to the worker
+    that materialises it, then worker to worker; the scheduler holds U (n x n
+    float64) for the life of the graph and warns about the graph's size.
+    ``benchmarks/broadcast.py`` times both: equal within noise at n = 3,000
+    on two local worker processes (4.25 s and 4.05 s, medians of 3), so the
+    choice rests on keeping U off the scheduler, which matters at biobank n.
+    Loading U from Zarr on each worker would need storage shared by client and
+    workers, which a laptop cluster or a cloud cluster without a shared
+    filesystem lacks.  Without a client (the threaded scheduler) the delayed
+    key is a plain in-memory object.
     """
     import dask
 

@@ -72,6 +72,16 @@ def mouse_lmm4(mouse):
 
 
 @pytest.fixture(scope="session")
+def plink(tmp_path_factory):
+    """A simulated PLINK fileset: 60 families (300 samples) x 3000 variants."""
+    from dlmm.demo import write_demo_plink
+
+    d = tmp_path_factory.mktemp("plink")
+    sim = write_demo_plink(d / "sim", seed=11, n_families=60, n_variants=3000)
+    return {"prefix": d / "sim", "sim": sim}
+
+
+@pytest.fixture(scope="session")
 def em_reference():
     """The classic-EM reference data set and the R script's table."""
     import numpy as np

@@ -1,4 +1,4 @@
-"""The command line: the demo, and bad input -> one clear line, exit 2, nothing written."""
+"""The command line: the demo, good input, outputs not overwritten (bad input: test_bad_input.py)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def test_demo_finds_causal_variants(tmp_path):
     assert (tmp_path / "d" / "demo.log.txt").exists()
     # not a terminal: progress as lines; the cluster's size and dashboard are shown
     assert re.search(r"^progress: (\d+)/\1 blocks 100%", r.stderr, re.M), r.stderr
-    assert "local Dask cluster: 1 worker" in r.stderr and "dask dashboard: http" in r.stderr
+    assert re.search(r"^dask dashboard: http\S+ \(local cluster: 1 worker, \d+ threads", r.stderr,
+                     re.M), r.stderr
 
 
 @pytest.fixture
@@ -46,81 +47,11 @@ def lab(tmp_path):
     return d
 
 
-def _bad(tmp_path, args, *needles):
-    out = tmp_path / "out" / "res"
-    out.parent.mkdir(exist_ok=True)
-    r = dlmm("scan", *args, "--out", out)
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    msg = r.stderr.strip().splitlines()
-    assert len(msg) == 1 and msg[0].startswith("dlmm: error: "), r.stderr
-    assert "Traceback" not in r.stderr and "Fix:" in msg[0]
-    for needle in needles:
-        assert needle in msg[0], (needle, msg[0])
-    assert list(out.parent.iterdir()) == []  # nothing written
-    return msg[0]
-
-
 def test_good_text_input(lab, tmp_path):
     r = dlmm("scan", lab / "X.txt", "--pheno", lab / "Y.txt", "--kinship", lab / "A.txt",
              "--out", tmp_path / "ok")
     assert r.returncode == 0, r.stderr
     assert len(pd.read_csv(tmp_path / "ok.assoc.tsv", sep="\t")) == 20
-
-
-def test_missing_genotypes(tmp_path, lab):
-    _bad(tmp_path, [tmp_path / "nothing"], "nothing", "no PLINK fileset")
-
-
-def test_missing_phenotype_file(tmp_path, lab):
-    _bad(tmp_path, [lab / "X.txt", "--pheno", tmp_path / "nope.txt", "--kinship", lab / "A.txt"],
-         "nope.txt", "not found")
-
-
-def test_text_needs_pheno_and_kinship(tmp_path, lab):
-    _bad(tmp_path, [lab / "X.txt", "--pheno", lab / "Y.txt"], "X.txt", "--kinship")
-
-
-def test_genotype_outside_coding(tmp_path, lab):
-    x = np.loadtxt(lab / "X.txt")
-    x[3, 4] = 5
-    np.savetxt(lab / "X.txt", x, fmt="%d")
-    _bad(tmp_path, [lab / "X.txt", "--pheno", lab / "Y.txt", "--kinship", lab / "A.txt"],
-         "X.txt", "line 4, column 5", "outside the coding")
-
-
-def test_pheno_col_out_of_range(tmp_path, lab):
-    _bad(tmp_path, [lab / "X.txt", "--pheno", lab / "Y.txt", "--pheno-col", 3,
-                    "--kinship", lab / "A.txt"], "Y.txt", "--pheno-col 3")
-
-
-def test_non_numeric_phenotype(tmp_path, lab):
-    lines = (lab / "Y.txt").read_text().splitlines()
-    lines[2] = "tall"
-    (lab / "Y.txt").write_text("\n".join(lines) + "\n")
-    _bad(tmp_path, [lab / "X.txt", "--pheno", lab / "Y.txt", "--kinship", lab / "A.txt"],
-         "Y.txt", "'tall'", "line 3")
-
-
-def test_constant_phenotype(tmp_path, lab):
-    n = len((lab / "Y.txt").read_text().splitlines())
-    np.savetxt(lab / "Y.txt", np.full(n, 2.0))
-    _bad(tmp_path, [lab / "X.txt", "--pheno", lab / "Y.txt", "--kinship", lab / "A.txt"],
-         "Y.txt", "constant")
-
-
-def test_kinship_wrong_size(tmp_path, lab):
-    A = np.loadtxt(lab / "A.txt")
-    np.savetxt(lab / "A.txt", A[:-1, :-1])
-    _bad(tmp_path, [lab / "X.txt", "--pheno", lab / "Y.txt", "--kinship", lab / "A.txt"],
-         "A.txt", "59 x 59", "60 samples")
-
-
-def test_kinship_not_symmetric(tmp_path, lab):
-    A = np.loadtxt(lab / "A.txt")
-    A[0, 5] += 0.3
-    np.savetxt(lab / "A.txt", A)
-    _bad(tmp_path, [lab / "X.txt", "--pheno", lab / "Y.txt", "--kinship", lab / "A.txt"],
-         "A.txt", "not symmetric")
 
 
 def test_existing_output_not_overwritten(tmp_path, lab):

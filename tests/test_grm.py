@@ -75,16 +75,26 @@ def test_scan_reads_every_kinship_format(sim, tmp_path):
         assert np.median(d) < 1e-8, (name, np.median(d))
 
 
-def test_kinship_of_other_samples_is_a_clear_error(sim, tmp_path):
-    ds = io.read_plink(sim)
-    K = xr.DataArray(np.eye(ds.sizes["samples"]), dims=("samples", "samples_2"),
-                     coords={"sample_id": ("samples", ds["sample_id"].values[::-1])})
+def test_kinship_zarr_is_matched_by_sample_id(sim, tmp_path):
     from dlmm import store
-    store.write_kinship_zarr(K, tmp_path / "rev.zarr")
+    ds = io.read_plink(sim)
+    n = ds.sizes["samples"]
+    ids = ds["sample_id"].values
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(n, n))
+    K = A @ A.T / n
+    # stored in reverse order: read back in the genotypes' order
+    rev = xr.DataArray(K[::-1, ::-1], dims=("samples", "samples_2"),
+                       coords={"sample_id": ("samples", ids[::-1])})
+    store.write_kinship_zarr(rev, tmp_path / "rev.zarr")
+    np.testing.assert_array_equal(io.read_kinship(tmp_path / "rev.zarr", n, ids), K)
+    # other samples: one clear line, nothing written
+    other = rev.assign_coords(sample_id=("samples", np.array([f"x{i}" for i in ids])))
+    store.write_kinship_zarr(other, tmp_path / "other.zarr")
     out = tmp_path / "out"
     out.mkdir()
-    r = cli("scan", sim, "--kinship", tmp_path / "rev.zarr", "--out", out / "res")
+    r = cli("scan", sim, "--kinship", tmp_path / "other.zarr", "--out", out / "res")
     assert r.returncode == 2
     msg = r.stderr.strip().splitlines()
-    assert len(msg) == 1 and msg[0].startswith("dlmm: error: ") and "sample_id" in msg[0]
+    assert len(msg) == 1 and msg[0].startswith("dlmm: error: ") and "sample ids" in msg[0]
     assert list(out.iterdir()) == []

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,20 +15,8 @@ import pytest
 import xarray as xr
 
 import dlmm
-from dlmm import io, store
-from dlmm.demo import write_demo_plink
-
-
-@pytest.fixture(scope="module")
-def plink(tmp_path_factory):
-    d = tmp_path_factory.mktemp("plink")
-    sim = write_demo_plink(d / "sim", seed=11, n_families=60, n_variants=3000)
-    return {"prefix": d / "sim", "sim": sim}
-
-
-def cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "dlmm.cli", *map(str, args)],
-                          capture_output=True, text=True, **kw)
+from dlmm import io
+from _cluster import blocks_done, dask_cluster, dlmm_cli as cli, shared_state_stories
 
 
 def test_convert_roundtrip(plink, tmp_path):
@@ -88,15 +74,6 @@ def test_results_do_not_depend_on_chunks_or_workers(plink, workers):
             np.testing.assert_array_equal(base["variant_lmm_tested"], got["variant_lmm_tested"])
 
 
-def _done(zpath):
-    try:
-        import zarr
-
-        return int(np.sum(zarr.open_group(str(zpath), mode="r")["block_done"][:]))
-    except Exception:
-        return 0
-
-
 def test_resume_after_sigkill(plink, tmp_path):
     """SIGKILL the scan midway; --resume finishes it without redoing finished blocks."""
     args = [plink["prefix"], "--solver", "em", "--chunk-size", 100]
@@ -106,7 +83,7 @@ def test_resume_after_sigkill(plink, tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "dlmm.cli", "scan", *map(str, args), "--out",
                           str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while _done(f"{out}.zarr") < 5 and time.time() < deadline and p.poll() is None:
+    while blocks_done(f"{out}.zarr") < 5 and time.time() < deadline and p.poll() is None:
         time.sleep(0.02)
     p.send_signal(signal.SIGKILL)
     p.wait()
@@ -128,27 +105,8 @@ def test_resume_after_sigkill(plink, tmp_path):
 
 def test_real_dask_cluster_on_loopback(plink, tmp_path):
     """`dask scheduler` + two `dask worker` processes; scan through --scheduler."""
-    sched_file = tmp_path / "scheduler.json"
-    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False",
-               DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH="1000000")
-    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
-                               "--port", "0", "--no-dashboard", "--scheduler-file",
-                               str(sched_file)], stderr=subprocess.DEVNULL, env=env)]
-    try:
-        deadline = time.time() + 60
-        while not sched_file.exists() and time.time() < deadline:
-            time.sleep(0.1)
-        for _ in range(2):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "dask", "worker", "--scheduler-file", str(sched_file),
-                 "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
-                stderr=subprocess.DEVNULL, env=env))
-        address = json.loads(sched_file.read_text())["address"]
-        from distributed import Client
-
-        with Client(address, timeout=60) as c:
-            c.wait_for_workers(2, timeout=60)
-        r = cli("scan", plink["prefix"], "--scheduler", address, "--chunk-size", 500,
+    with dask_cluster(tmp_path) as cluster:
+        r = cli("scan", plink["prefix"], "--scheduler", cluster.address, "--chunk-size", 500,
                 "--out", tmp_path / "dist")
         assert r.returncode == 0, r.stderr
         r = cli("scan", plink["prefix"], "--out", tmp_path / "local")
@@ -158,30 +116,45 @@ def test_real_dask_cluster_on_loopback(plink, tmp_path):
         assert len(a) > 2900
         pd.testing.assert_frame_equal(a.drop(columns="iterations"),
                                       b.drop(columns="iterations"), rtol=1e-8)
-
-        def _shared_state_story(dask_worker):
-            """(blocks this worker ran, how the shared scan state reached it), from its log."""
-            log = list(dask_worker.state.log)
-            keys = {e[0] for e in log
-                    if isinstance(e[0], str) and e[0].startswith("dlmm-shared-")}
-            arrivals = [e[1] for e in log if e[0] in keys and e[1] == "put-in-memory"]
-            ran = {e[0] for e in log if len(e) > 2 and e[1:3] == ("executing", "memory")
-                   and "_block-" in str(e[0])}
-            return len(ran), arrivals
-
-        with Client(address) as c:
-            stories = c.run(_shared_state_story)
         # the workers' own logs: both ran blocks, and U (with the null fit) entered
         # each worker's memory exactly once, whatever the number of blocks it ran
+        stories = shared_state_stories(cluster.address)
         assert len(stories) == 2
         assert max(n for n, _ in stories.values()) >= 2  # 6 blocks on 2 workers
         for worker, (n_blocks, arrivals) in stories.items():
             assert n_blocks >= 1, worker
-            assert len(arrivals) == 1, (worker, arrivals)
+            assert arrivals == ["put-in-memory"], (worker, arrivals)
 
-    finally:
-        for p in procs[::-1]:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
 
+def test_store_paths_as_fsspec_urls(tmp_path):
+    """file:// and memory:// URLs open the same store (s3://, gs:// go the same way)."""
+    import uuid
+
+    from dlmm import store
+    from dlmm.demo import write_demo_plink
+
+    write_demo_plink(tmp_path / "p", seed=5, n_families=20, n_variants=200)
+    assert cli("convert", tmp_path / "p", tmp_path / "g.zarr", "--chunk-size", 50).returncode == 0
+    local = io.open_store(tmp_path / "g.zarr")
+    url = (tmp_path / "g.zarr").as_uri()
+    assert url.startswith("file:///") and io.is_zarr_store(url)
+    import fsspec
+
+    root = f"/dlmm-{uuid.uuid4().hex}"
+    fsspec.filesystem("memory").put(str(tmp_path / "g.zarr"), f"{root}/g.zarr", recursive=True)
+    mem = f"memory://{root}/g.zarr"
+    assert not io.is_zarr_store(f"memory://dlmm-{uuid.uuid4().hex}/none.zarr")
+    y = io.read_fam_phenotype(tmp_path / "p")
+    base = dlmm.scan(local, y).compute(scheduler="sync")
+    for where in (url, mem):
+        ds = io.open_store(where)
+        np.testing.assert_array_equal(ds["call_dosage"].values, local["call_dosage"].values)
+        got = dlmm.scan(ds, y).compute(scheduler="sync")
+        np.testing.assert_array_equal(got["variant_lmm_p_value"], base["variant_lmm_p_value"])
+    # the command line takes the URL where it takes the store's path
+    r = cli("scan", url, "--out", tmp_path / "u")
+    assert r.returncode == 0, r.stderr
+    r = cli("scan", tmp_path / "g.zarr", "--out", tmp_path / "l")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "u.assoc.tsv").read_text() == (tmp_path / "l.assoc.tsv").read_text()
+    assert store.open_results(tmp_path / "u.zarr").attrs["source"] == url

@@ -54,14 +54,16 @@ def test_many_phenotypes_equal_separate_scans(data, tmp_path):
     assert r.returncode == 0, r.stderr
     res = xr.open_zarr(tmp_path / "all.zarr")
     assert res["variant_lmm_p_value_wald"].dims == ("variants", "traits")
-    assert list(res["traits"].values) == ["pheno1", "pheno2", "pheno3"]
+    assert list(res["trait_id"].values) == ["pheno1", "pheno2", "pheno3"]
     for j in (1, 2, 3):
         r = cli("scan", *common, "--pheno-col", j, "--out", tmp_path / f"one{j}")
         assert r.returncode == 0, r.stderr
         together = pd.read_csv(tmp_path / f"all.pheno{j}.assoc.tsv", sep="\t")
         alone = pd.read_csv(tmp_path / f"one{j}.assoc.tsv", sep="\t")
         assert len(alone) > 1000
-        pd.testing.assert_frame_equal(together, alone, check_exact=False, rtol=1e-12)
+        # each run eigendecomposes the kinship anew, and LAPACK with threads is not
+        # bit-reproducible: equal to 1e-8, not bit for bit
+        pd.testing.assert_frame_equal(together, alone, check_exact=False, rtol=1e-8)
         log_t = (tmp_path / f"all.pheno{j}.log.txt").read_text().splitlines()[:-1]
         log_a = (tmp_path / f"one{j}.log.txt").read_text().splitlines()[:-1]
         assert log_t == log_a  # the null fits too (the last line is the time)
@@ -75,10 +77,10 @@ def test_python_api_traits_dimension(data):
     ds = io.read_plink(data["prefix"], chunk_size=400)
     res = dlmm.scan(ds, data["Y"][:, :2], traits=["a", "b"]).compute()
     assert res["variant_lmm_p_value"].dims == ("variants", "traits")
-    assert list(res["traits"].values) == ["a", "b"]
+    assert list(res["trait_id"].values) == ["a", "b"]
     one = dlmm.scan(ds, data["Y"][:, 1]).compute()
-    np.testing.assert_allclose(res["variant_lmm_p_value"].sel(traits="b"),
-                               one["variant_lmm_p_value"], rtol=1e-12)
+    np.testing.assert_allclose(res["variant_lmm_p_value"].isel(traits=1),
+                               one["variant_lmm_p_value"], rtol=1e-8)
     assert isinstance(res.attrs["pve_null"], list) and len(res.attrs["pve_null"]) == 2
 
 

@@ -1,0 +1,207 @@
+"""The scan report: one self-contained HTML page (and a PNG) of a result.
+
+The HTML carries Bokeh's JavaScript inline and the Manhattan rasters baked
+in, so it opens offline from a file; zoom and hover work, re-rasterising on
+zoom does not (that needs a live kernel: see :func:`dlmm.plot.manhattan`).
+The PNG is drawn by HoloViews' matplotlib backend, without a browser.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from . import plot
+
+__all__ = ["summary", "write_report", "write_png", "report_path"]
+
+
+def report_path(prefix: str | os.PathLike) -> Path:
+    """Where ``dlmm scan --out PREFIX`` writes its report: ``PREFIX.report.html``."""
+    return Path(f"{prefix}.report.html")
+
+
+def _attr(res: xr.Dataset, key: str):
+    v = res.attrs.get(key)
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
+
+
+def summary(results: xr.Dataset, *, n_top: int = 10) -> dict:
+    """The figures of the report's table for one trait.
+
+    Returns
+    -------
+    dict with ``samples`` (analysed), ``samples_total``, ``variants``,
+    ``tested``, ``sa2``/``se2``/``pve``/``pve_se`` (REML null model: GEMMA's
+    vg, ve, pve), ``sa2_ml``/``se2_ml`` (ML null model), ``lambda_gc``,
+    ``model``, ``solver`` and ``top`` (DataFrame of the ``n_top`` smallest
+    p-values, see :func:`dlmm.plot.top_hits`).
+    """
+    p = np.asarray(results["variant_lmm_p_value"].values, dtype=np.float64)
+    tested = np.asarray(results["variant_lmm_tested"].values, dtype=bool)
+    return {
+        "samples": _attr(results, "n_analysed"),
+        "samples_total": _attr(results, "n_samples_total"),
+        "variants": int(results.sizes["variants"]),
+        "tested": int(tested.sum()),
+        "sa2": _attr(results, "vg_null"),
+        "se2": _attr(results, "ve_null"),
+        "pve": _attr(results, "pve_null"),
+        "pve_se": _attr(results, "pve_se_null"),
+        "sa2_ml": _attr(results, "mle_sigma_sq_a_null"),
+        "se2_ml": _attr(results, "mle_sigma_sq_e_null"),
+        "lambda_gc": plot.lambda_gc(p[tested], plot._df(results)),
+        "model": _attr(results, "model"),
+        "solver": _attr(results, "solver"),
+        "top": plot.top_hits(results, n_top),
+    }
+
+
+def _fmt(v, spec: str = ".4g") -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, (int, np.integer)):
+        return f"{v:,}"
+    return format(v, spec)
+
+
+def _table_html(s: dict, heading: str) -> str:
+    rows = [
+        ("samples analysed / total", f"{_fmt(s['samples'])} / {_fmt(s['samples_total'])}"),
+        ("variants tested / total", f"{_fmt(s['tested'])} / {_fmt(s['variants'])}"),
+        ("model, solver", f"{s['model'] or 'n/a'}, {s['solver'] or 'n/a'}"),
+        ("null sa2 (vg, REML)", _fmt(s["sa2"])),
+        ("null se2 (ve, REML)", _fmt(s["se2"])),
+        ("null pve (REML) &plusmn; se", f"{_fmt(s['pve'])} &plusmn; {_fmt(s['pve_se'])}"),
+        ("null sa2, se2 (ML)", f"{_fmt(s['sa2_ml'])}, {_fmt(s['se2_ml'])}"),
+        ("lambda_GC", _fmt(s["lambda_gc"], ".4f")),
+    ]
+    out = [f"<h3>{html.escape(heading)}</h3>", '<table class="dlmm-summary">']
+    out += [f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows]
+    out.append("</table>")
+    top = s["top"]
+    out.append(f"<h4>Top {len(top)} hits</h4>")
+    out.append('<table class="dlmm-top"><tr>'
+               + "".join(f"<th>{html.escape(c)}</th>" for c in top.columns) + "</tr>")
+    for _, r in top.iterrows():
+        cells = []
+        for c in top.columns:
+            v = r[c]
+            cells.append(html.escape(f"{v:.3e}" if c == "p" else
+                                     f"{v:.4g}" if isinstance(v, float) else str(v)))
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+_CSS = """<style>
+.dlmm-summary, .dlmm-top {border-collapse: collapse; font: 13px sans-serif; margin: 4px 0 12px}
+.dlmm-summary th, .dlmm-top th {text-align: left; background: #f0f0f0; padding: 2px 8px}
+.dlmm-summary td, .dlmm-top td {padding: 2px 8px; border-bottom: 1px solid #e0e0e0}
+.dlmm-top td {font-family: monospace}
+</style>"""
+
+
+def _traits(results: xr.Dataset) -> list[tuple[str, xr.Dataset]]:
+    names = plot.trait_names(results)
+    if names is None:
+        return [("", results)]
+    return [(t, plot.select_trait(results, i)) for i, t in enumerate(names)]
+
+
+def _tmp_then_rename(path: Path, write) -> Path:
+    tmp = path.with_name(path.name + ".partial" + path.suffix)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_report(results: xr.Dataset, path: str | os.PathLike, *,
+                 significance: float | str = plot.GENOME_WIDE, n_top: int = 100,
+                 title: str | None = None) -> Path:
+    """Write the scan report: a self-contained HTML page (no network needed).
+
+    Per trait: the summary table (samples, variants tested, null-model
+    sa2/se2/pve, lambda_GC, top 10 hits), the Manhattan plot (significance
+    line, ``n_top`` hits with hover) and the QQ plot.
+
+    Parameters
+    ----------
+    results : computed or lazy result Dataset (it is loaded).
+    path : the ``.html`` file; written to a temporary name, then renamed.
+    """
+    import holoviews as hv
+    from bokeh.layouts import column, row
+    from bokeh.models import Div
+
+    results = results.load()
+    path = Path(path)
+    renderer = hv.renderer("bokeh")
+    source = results.attrs.get("source") or ""
+    head = title or "dlmm association scan"
+    where = f"<p>genotypes: <code>{html.escape(str(source))}</code></p>" if source else ""
+    parts = [Div(text=_CSS + f"<h2>{html.escape(head)}</h2>" + where)]
+    for name, res in _traits(results):
+        s = summary(res)
+        m = plot.manhattan(res, significance=significance, n_top=n_top,
+                           title=f"Manhattan{': ' + name if name else ''}")
+        q = plot.qq(res, title=f"QQ{': ' + name if name else ''}")
+        parts.append(row(Div(text=_table_html(s, name or "Summary"), width=560),
+                         renderer.get_plot(q).state))
+        parts.append(renderer.get_plot(m).state)
+    doc = _standalone_html(column(*parts), head)
+    return _tmp_then_rename(path, lambda p: p.write_text(doc, encoding="utf-8"))
+
+
+def _standalone_html(layout, title: str) -> str:
+    """A page that needs no network: Bokeh's JavaScript inline, nothing linked.
+
+    As ``bokeh.embed.file_html`` with inline resources, except that Bokeh
+    also links the external scripts that every *imported* extension model
+    declares (e.g. Panel's, which HoloViews imports) even when the document
+    does not use them: only the inline JavaScript of the Bokeh components
+    and extensions this document uses is kept.
+    """
+    from bokeh.embed.bundle import bundle_for_objs_and_resources
+    from bokeh.embed.elements import html_page_for_render_items
+    from bokeh.embed.util import OutputDocumentFor, standalone_docs_json_and_render_items
+    from bokeh.resources import INLINE
+
+    with OutputDocumentFor([layout]) as doc:
+        docs_json, render_items = standalone_docs_json_and_render_items([layout])
+        bundle = bundle_for_objs_and_resources([doc], INLINE)
+        bundle.js_files, bundle.css_files = [], []
+        page = html_page_for_render_items(bundle, docs_json, render_items, title=title)
+    # no favicon request either
+    return page.replace("<head>", '<head>\n<link rel="icon" href="data:,">', 1)
+
+
+def write_png(results: xr.Dataset, path: str | os.PathLike, *,
+              significance: float | str = plot.GENOME_WIDE, n_top: int = 100) -> Path:
+    """Write the Manhattan and QQ plots as a PNG (matplotlib backend, no browser)."""
+    import holoviews as hv
+
+    results = results.load()
+    path = Path(path)
+    m = plot.manhattan(results, significance=significance, n_top=n_top)
+    q = plot.qq(results)
+    panels = []
+    for a, b in zip(_panels(m), _panels(q)):
+        panels += [a, b]
+    fig = hv.Layout(panels).cols(2).opts(sublabel_format="", fig_size=280, aspect_weight=True,
+                                         backend="matplotlib")
+    return _tmp_then_rename(path, lambda p: hv.save(fig, p, fmt="png", backend="matplotlib"))
+
+
+def _panels(obj) -> list:
+    import holoviews as hv
+
+    return list(obj) if isinstance(obj, hv.Layout) else [obj]
