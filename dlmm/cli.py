@@ -31,10 +31,14 @@ def _parser() -> argparse.ArgumentParser:
                    "or 0/1/2)")
     s.add_argument("--pheno", help="phenotype file, one row per sample (GEMMA -p); "
                    "default for PLINK: .fam column 6 on")
-    s.add_argument("--pheno-col", type=int, default=1,
-                   help="which phenotype column, 1-based (GEMMA -n); default 1")
-    s.add_argument("--kinship", help="kinship: GEMMA n x n text or .npy, all samples in "
-                   "genotype order; default: the centred GRM (= gemma -gk 1)")
+    s.add_argument("--pheno-col", default="1",
+                   help="which phenotype column, 1-based (GEMMA -n); default 1. Several "
+                   "(1,2,3) or all: one scan of many traits, one TSV and log per trait "
+                   "(PREFIX.phenoN.assoc.tsv); traits missing on the same samples share "
+                   "one eigendecomposition and one rotation of each genotype block")
+    s.add_argument("--kinship", help="kinship: GEMMA n x n text, .npy or a Zarr store from "
+                   "`dlmm grm`, all samples in genotype order; default: the centred GRM "
+                   "(= gemma -gk 1)")
     s.add_argument("--covar", help="covariates, one row per sample, with the intercept "
                    "column (GEMMA -c); default: intercept only")
     s.add_argument("--solver", choices=("exact", "em"), default="exact",
@@ -43,8 +47,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="EM start: classic (sa2=70, se2=10, b=0) or the ML null fit")
     s.add_argument("--em-tol", type=float, default=1e-5, help="EM: stop when lnL gains less")
     s.add_argument("--em-max-iter", type=int, default=100, help="EM: the lab's max.iter")
+    s.add_argument("--test", default="lrt",
+                   help="lrt (GEMMA -lmm 2, default), wald (-lmm 1: F-test at each variant's "
+                   "REML lambda), score (-lmm 3: F-test at the null ML lambda), all (-lmm 4), "
+                   "or a comma-separated list")
     s.add_argument("--model", choices=("additive", "genotypic"), default="additive",
                    help="additive (1 df) or additive + dominance (2 df)")
+    s.add_argument("--loco", action="store_true",
+                   help="leave one chromosome out: test each chromosome's variants with the "
+                   "GRM of the other chromosomes (one pass over the genotypes; one "
+                   "eigendecomposition and null fit per chromosome); not with --kinship")
     s.add_argument("--no-center-kinship", dest="center", action="store_false",
                    help="use the kinship as given (GEMMA double-centres it)")
     s.add_argument("--maf", type=float, default=0.01, help="minimum allele frequency (0.01)")
@@ -62,6 +74,34 @@ def _parser() -> argparse.ArgumentParser:
                    help="finish an interrupted scan: compute only blocks not in PREFIX.zarr")
     s.add_argument("--no-plot", dest="plot", action="store_false",
                    help="do not write the report PREFIX.report.html")
+
+    k = sub.add_parser("grm", help="compute the genomic relatedness matrix (GEMMA -gk 1/-gk 2)",
+                       description="Accumulate the GRM over chunks of variants with Dask (the "
+                       "genotype matrix is never in memory at once): centred (= gemma -gk 1) "
+                       "or standardised (= gemma -gk 2). The variants are those passing "
+                       "GEMMA's filters on the analysed samples (those with a phenotype and "
+                       "covariates). Writes PREFIX.zarr, which `dlmm scan --kinship` reads.")
+    k.add_argument("genotypes", help="VCF Zarr store, PLINK prefix or text genotype matrix")
+    k.add_argument("--out", "-o", required=True,
+                   help="output prefix: writes PREFIX.zarr (and PREFIX.cXX.txt or "
+                   "PREFIX.sXX.txt with --gemma-text)")
+    k.add_argument("--standardise", action="store_true",
+                   help="standardised GRM (= gemma -gk 2); default centred (= gemma -gk 1)")
+    k.add_argument("--gemma-text", action="store_true",
+                   help="also write GEMMA's text format (PREFIX.cXX.txt / PREFIX.sXX.txt)")
+    k.add_argument("--pheno", help="phenotype file choosing the analysed samples (GEMMA -p); "
+                   "default for PLINK: .fam column 6 on; for a store: its sample_phenotype; "
+                   "without any: all samples")
+    k.add_argument("--pheno-col", type=int, default=1, help="phenotype column, 1-based (GEMMA -n)")
+    k.add_argument("--covar", help="covariates (GEMMA -c): drop samples missing them and "
+                   "variants they explain, as GEMMA does")
+    k.add_argument("--maf", type=float, default=0.01, help="minimum allele frequency (0.01)")
+    k.add_argument("--max-missing", type=float, default=0.05,
+                   help="maximum missing rate of a variant (0.05)")
+    k.add_argument("--chunk-size", type=int, default=10_000, help="variants per task")
+    k.add_argument("--scheduler", help="address of a running Dask scheduler "
+                   "(default: a local cluster on this machine)")
+    k.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
     c = sub.add_parser("convert", help="write PLINK or text genotypes to a VCF Zarr store",
                        description="Stream genotypes into a VCF Zarr store (call_genotype "
@@ -154,10 +194,11 @@ class _Progress:
             print(f"progress: {text}", file=self.stream, flush=True)
 
 
-def _load(args):
-    """Genotype Dataset, phenotype, kinship and covariates from the arguments."""
-    import numpy as np
+def _genotypes(args):
+    """Genotype Dataset and the phenotypes it carries: ``(ds, carried, source, what)``.
 
+    ``carried`` is a (samples, phenotypes) array or None (``--pheno`` needed).
+    """
     from . import io
     from .errors import InputError
 
@@ -172,30 +213,55 @@ def _load(args):
         carried, carried_src, what = io.read_fam_phenotypes(g), f"{g}.fam", ".fam"
     elif Path(g).is_file():
         ds = io.read_text_genotypes(g, chunk_size=args.chunk_size)
-        if not args.pheno or not args.kinship:
-            raise InputError(g, "a text genotype matrix needs --pheno and --kinship",
-                             "give both (or use a PLINK prefix)")
-        carried = None
+        carried, carried_src, what = None, g, "text matrix"
     else:
         raise InputError(g, "no PLINK fileset (.bed/.bim/.fam) or text matrix of that name",
                          "give a PLINK prefix without extension, or a text matrix file")
+    return ds, carried, carried_src, what
+
+
+def _load(args):
+    """Genotype Dataset, phenotype, kinship and covariates from the arguments."""
+    import numpy as np
+
+    from . import io
+    from .errors import InputError
+
+    ds, carried, carried_src, what = _genotypes(args)
+    g = args.genotypes
+    if what == "text matrix" and (not args.pheno or not args.kinship):
+        raise InputError(g, "a text genotype matrix needs --pheno and --kinship",
+                         "give both (or use a PLINK prefix)")
     n = ds.sizes["samples"]
     if args.pheno:
-        y, ysrc = io.read_phenotype(args.pheno, args.pheno_col, n), args.pheno
+        table, ysrc, what = io.read_phenotypes(args.pheno, n), args.pheno, "phenotype file"
     elif carried is not None:
-        y = io.select_phenotype(np.asarray(carried, dtype=np.float64), args.pheno_col,
-                                carried_src, what)
-        ysrc = carried_src
+        table, ysrc = np.asarray(carried, dtype=np.float64), carried_src
     else:
         raise InputError(g, "the store has no sample_phenotype variable",
                          "give --pheno FILE (one row per store sample)")
-    K = (io.read_kinship(args.kinship, n, sample_id=ds["sample_id"].values)
-         if args.kinship else None)
+    cols = io.parse_pheno_cols(args.pheno_col, table.shape[1], ysrc, what)
+    if cols is None:
+        y = io.select_phenotype(table, int(args.pheno_col), ysrc, what)
+    else:
+        y = np.column_stack([io.select_phenotype(table, c, ysrc, what) for c in cols])
+        args.traits = [f"pheno{c}" for c in cols]
+    K = io.read_kinship(args.kinship, n, ds["sample_id"].values) if args.kinship else None
+    W = _covariates(args, n)
+    return ds, y, ysrc, K, W
+
+
+def _covariates(args, n: int):
+    """``--covar`` (n, c) or None; warns when no column is constant (no intercept)."""
+    import numpy as np
+
+    from . import io
+
     W = io.read_covariates(args.covar, n) if args.covar else None
     if W is not None and not (np.ptp(W[~np.isnan(W).any(axis=1)], axis=0) == 0).any():
         print(f"warning: {args.covar}: no constant column; GEMMA's convention is to include "
               "the intercept as a column of 1s", file=sys.stderr)
-    return ds, y, ysrc, K, W
+    return W
 
 
 def _count_lines(attrs, n_variants: int, n_tested: int | None) -> list[str]:
@@ -208,6 +274,26 @@ def _count_lines(attrs, n_variants: int, n_tested: int | None) -> list[str]:
     if n_tested is not None:
         lines.append(f"## number of analyzed SNPs/var = {n_tested}")
     return lines
+
+
+def _null_block(a) -> list[str]:
+    """:func:`_null_lines`, once per chromosome for a LOCO scan."""
+    from .scanner import contig_attrs
+
+    if "loco_contigs" not in a:
+        return _null_lines(a)
+    lines = []
+    for k, name in enumerate(a["loco_contigs"]):
+        lines.append(f"## LOCO: chromosome {name}, kinship from the other chromosomes")
+        lines += _null_lines(contig_attrs(a, k))
+    return lines
+
+
+def _counts(a, n_variants: int, n_tested: int | None) -> list[str]:
+    """:func:`_count_lines` of one trait's attrs (LOCO: the first chromosome's counts)."""
+    from .scanner import contig_attrs
+
+    return _count_lines(contig_attrs(a, 0) if "loco_contigs" in a else a, n_variants, n_tested)
 
 
 def _null_lines(a) -> list[str]:
@@ -266,16 +352,29 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
     from . import store
     from .errors import InputError
 
-    zpath, tsv, log = Path(f"{out}.zarr"), Path(f"{out}.assoc.tsv"), Path(f"{out}.log.txt")
-    if not tsv.parent.is_dir():
-        raise InputError(tsv.parent, "output folder does not exist", "create it first")
+    zpath = Path(f"{out}.zarr")
+    traits = options.get("traits")
+    if getattr(y, "ndim", 1) == 2 and traits is None:
+        traits = options["traits"] = [f"pheno{j + 1}" for j in range(y.shape[1])]
+    stems = [f"{out}.{t}" for t in traits] if traits is not None else [out]
+    tsvs = [Path(f"{st}.assoc.tsv") for st in stems]
+    logs = [Path(f"{st}.log.txt") for st in stems]
+    if not zpath.parent.is_dir():
+        raise InputError(zpath.parent, "output folder does not exist", "create it first")
     if resume and not zpath.exists():
         raise InputError(zpath, "nothing to resume", "run the scan without --resume first")
     if not (overwrite or resume):
-        for p in (zpath, tsv, log):
+        for p in (zpath, *tsvs, *logs):
             if p.exists():
                 raise InputError(p, "output exists", "pass --overwrite, --resume, or another --out")
-    scan_mod.validate_inputs(ds, y, kinship=kinship, covariates=covariates, **(sources or {}))
+    for j in range(y.shape[1] if y.ndim == 2 else 1):  # the kinship once
+        scan_mod.validate_inputs(ds, y[:, j] if y.ndim == 2 else y,
+                                 kinship=kinship if j == 0 else None,
+                                 covariates=covariates, **(sources or {}))
+    scan_mod.parse_tests(options.get("test", "lrt"))
+    if options.get("loco") and kinship is not None:
+        raise InputError("--loco", "LOCO computes one GRM per chromosome itself",
+                         "drop --kinship when using --loco")
     t0 = time.perf_counter()
     m = ds.sizes["variants"]
     with _client(scheduler) as (client, cluster):
@@ -283,27 +382,62 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
         res = scan_mod.scan(ds, y, kinship=kinship, covariates=covariates, **options,
                             **(sources or {}))
         res.attrs["source"] = source
-        print("\n".join(_count_lines(res.attrs, m, None) + _null_lines(res.attrs)))
+        for i, stem in enumerate(stems):
+            a = res.attrs if traits is None else scan_mod.trait_attrs(res.attrs, i)
+            head = [] if traits is None else [f"## phenotype {traits[i]}"]
+            print("\n".join(head + _counts(a, m, None) + _null_block(a)))
         store.write_results_zarr(res, zpath, resume=resume, overwrite=overwrite,
                                  client=client, on_block=_Progress())
     res = store.open_results(zpath).load()
-    n_tested = int(res["variant_lmm_tested"].sum())
-    lines = _count_lines(res.attrs, m, n_tested) + _null_lines(res.attrs)
-    skipped = _skipped_line(res, options.get("maf", 0.01), options.get("max_missing", 0.05))
-    if skipped:
-        lines.insert(5, skipped)
-    store.write_tsv(res, tsv)
-    lines.append(f"## total computation time = {(time.perf_counter() - t0) / 60:.6g} min")
-    tmp = log.with_name(log.name + ".partial")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, log)
-    print("\n".join(lines[4:6] if skipped else lines[4:5]))
-    print(f"results: {zpath} (Zarr), {tsv}\nlog: {log}")
+    minutes = (time.perf_counter() - t0) / 60
+    for i, (tsv, log) in enumerate(zip(tsvs, logs)):
+        one = res.copy(deep=False) if traits is None else res.isel(traits=i)
+        a = res.attrs if traits is None else scan_mod.trait_attrs(res.attrs, i)
+        # this trait's figures (LOCO: the counts are the same for every chromosome)
+        one.attrs = scan_mod.contig_attrs(a, 0) if "loco_contigs" in a else dict(a)
+        n_tested = int(one["variant_lmm_tested"].sum())
+        lines = _counts(a, m, n_tested) + _null_block(a)
+        skipped = _skipped_line(one, options.get("maf", 0.01), options.get("max_missing", 0.05))
+        if skipped:
+            lines.insert(5, skipped)
+        store.write_tsv(one, tsv)
+        lines.append(f"## total computation time = {minutes:.6g} min")
+        tmp = log.with_name(log.name + ".partial")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, log)
+        if traits is not None:
+            print(f"## phenotype {traits[i]}")
+        print("\n".join(lines[4:6] if skipped else lines[4:5]))
+        print(f"results: {zpath} (Zarr), {tsv}\nlog: {log}")
     if plot:
         from .report import report_path, write_report
 
-        print(f"report: {write_report(res, report_path(out))}")
-    return tsv, res
+        print(f"report: {write_report(_report_view(res), report_path(out))}")
+    return (tsvs[0] if traits is None else tsvs), res
+
+
+def _report_view(res):
+    """The result as the report reads it: for LOCO, a null figure that differs between
+    chromosomes (a list per trait) is left out (the report shows n/a; the logs have
+    them), one shared by all (the sample counts) is kept as one value."""
+    if "loco_contigs" not in res.attrs:
+        return res
+
+    def one(v):
+        return v[0] if all(x == v[0] for x in v) else None
+
+    attrs = {}
+    multi = "traits" in res.dims
+    for k, v in res.attrs.items():
+        if k == "loco_contigs" or not isinstance(v, list):
+            attrs[k] = v
+            continue
+        v = [one(x) for x in v] if multi else one(v)
+        if v is not None and not (multi and any(x is None for x in v)):
+            attrs[k] = v
+    view = res.copy(deep=False)
+    view.attrs = attrs
+    return view
 
 
 def _scan(args) -> int:
@@ -313,9 +447,59 @@ def _scan(args) -> int:
              kinship=K, covariates=W, model=args.model, solver=args.solver,
              em_start=args.em_start, center=args.center, maf=args.maf,
              max_missing=args.max_missing, em_tol=args.em_tol, em_max_iter=args.em_max_iter,
+             test=args.test, traits=getattr(args, "traits", None), loco=args.loco,
              plot=args.plot,
              sources={"phenotype_source": ysrc, "kinship_source": args.kinship or "kinship",
                       "covariate_source": args.covar or "covariates"})
+    return 0
+
+
+def _grm(args) -> int:
+    """``dlmm grm``: the GRM over variant chunks, written as Zarr (and GEMMA text)."""
+    import numpy as np
+
+    from . import io, store
+    from .errors import InputError
+    from .kinship import grm
+
+    ds, carried, carried_src, what = _genotypes(args)
+    n = ds.sizes["samples"]
+    zpath = Path(f"{args.out}.zarr")
+    txt = Path(f"{args.out}.{'sXX' if args.standardise else 'cXX'}.txt")
+    if not zpath.parent.is_dir():
+        raise InputError(zpath.parent, "output folder does not exist", "create it first")
+    if not args.overwrite:
+        for p in (zpath, txt) if args.gemma_text else (zpath,):
+            if p.exists():
+                raise InputError(p, "output exists", "pass --overwrite or another --out")
+    if args.pheno:
+        y = io.read_phenotype(args.pheno, args.pheno_col, n)
+    elif carried is not None:
+        y = io.select_phenotype(np.asarray(carried, dtype=np.float64), args.pheno_col,
+                                carried_src, what)
+    else:
+        y = np.zeros(n)
+    samples = ~np.isnan(y)
+    W = _covariates(args, n)
+    if W is not None:
+        samples &= ~np.isnan(W).any(axis=1)
+    if not samples.any():
+        raise InputError(args.pheno or carried_src, "no sample has both a phenotype and the "
+                         "covariates", "check the phenotype column (--pheno-col) and --covar")
+    W = np.ones((int(samples.sum()), 1)) if W is None else W[samples]
+    t0 = time.perf_counter()
+    with _client(args.scheduler) as (client, cluster):
+        print(f"dask dashboard: {client.dashboard_link} ({cluster})", file=sys.stderr)
+        K = grm(ds, samples, W, standardise=args.standardise, maf=args.maf,
+                max_missing=args.max_missing).compute()
+    store.write_kinship_zarr(K, zpath, overwrite=args.overwrite)
+    written = [zpath]
+    if args.gemma_text:
+        written.append(store.write_kinship_text(K.values, txt))
+    print(f"{K.attrs['kind']} GRM (= {K.attrs['gemma_equivalent']}) of {n} samples, "
+          f"variants filtered on {int(samples.sum())} analysed samples, in "
+          f"{(time.perf_counter() - t0) / 60:.3g} min")
+    print("wrote " + ", ".join(map(str, written)))
     return 0
 
 
@@ -406,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         worker_log.addFilter(_QuietInputErrors())
     try:
         return {"scan": _scan, "demo": _demo, "convert": _convert,
-                "plot": _plot}[args.command](args)
+                "grm": _grm, "plot": _plot}[args.command](args)
     except InputError as e:
         print(f"dlmm: error: {e}", file=sys.stderr)
         return 2

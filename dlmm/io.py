@@ -27,6 +27,8 @@ __all__ = [
     "read_fam_phenotypes",
     "select_phenotype",
     "read_phenotype",
+    "read_phenotypes",
+    "parse_pheno_cols",
     "read_covariates",
     "read_kinship",
     "genotype_dataset",
@@ -247,12 +249,38 @@ def read_fam_phenotype(prefix: str | os.PathLike, col: int = 1) -> np.ndarray:
 
 def read_phenotype(path: str | os.PathLike, col: int = 1, n_samples: int | None = None) -> np.ndarray:
     """GEMMA's phenotype file: one row per sample, one column per phenotype."""
+    return select_phenotype(read_phenotypes(path, n_samples), col, path, "phenotype file")
+
+
+def read_phenotypes(path: str | os.PathLike, n_samples: int | None = None) -> np.ndarray:
+    """All columns of GEMMA's phenotype file, (samples, phenotypes); NA and -9 -> NaN."""
     p = _need_file(path, "phenotype")
     vals = _to_float(_read_table(p, "phenotype"), p, "phenotype")
     if n_samples is not None and vals.shape[0] != n_samples:
         raise InputError(p, f"has {vals.shape[0]} rows but the genotypes have {n_samples} samples",
                          "give one phenotype row per sample, in the genotype file's order")
-    return select_phenotype(vals, col, p, "phenotype file")
+    return vals
+
+
+def parse_pheno_cols(spec: str, n_columns: int, path, what: str) -> list[int] | None:
+    """``--pheno-col``: ``"2"`` -> None (one trait, as GEMMA's -n 2), ``"1,2,3"`` or
+    ``"all"`` -> the 1-based columns of many traits."""
+    spec = str(spec).strip()
+    if spec.isdigit():
+        return None
+    if spec == "all":
+        return list(range(1, n_columns + 1))
+    try:
+        cols = [int(c) for c in spec.split(",") if c.strip()]
+    except ValueError:
+        raise InputError("--pheno-col", f"cannot read {spec!r}",
+                         "give a column number, a comma-separated list (1,2,3) or all") from None
+    if len(set(cols)) != len(cols) or not cols:
+        raise InputError("--pheno-col", f"{spec!r} repeats a column or is empty",
+                         "list each phenotype column once")
+    for c in cols:
+        select_phenotype(np.zeros((0, n_columns)), c, path, what)  # range check
+    return cols
 
 
 def read_covariates(path: str | os.PathLike, n_samples: int | None = None) -> np.ndarray:
@@ -267,13 +295,22 @@ def read_covariates(path: str | os.PathLike, n_samples: int | None = None) -> np
 
 def read_kinship(path: str | os.PathLike, n_samples: int | None = None,
                  sample_id=None) -> np.ndarray:
-    """A kinship matrix: GEMMA's whitespace n x n text, ``.npy``, or ``.npz``.
+    """A kinship matrix: GEMMA's whitespace n x n text, ``.npy``, ``.npz`` or a Zarr store.
 
     Text and ``.npy`` carry no sample ids: their rows are taken in the
     genotypes' sample order.  An ``.npz`` holds ``kinship`` (n, n) and
-    ``sample_id`` (n,): its ids must be the genotypes' ``sample_id`` (given
-    as ``sample_id``), in any order; the matrix is returned in genotype order.
+    ``sample_id`` (n,); a Zarr store from ``dlmm grm`` holds ``grm``
+    (samples, samples_2) and ``sample_id``.  Their ids must be the genotypes'
+    ``sample_id`` (given as ``sample_id``), in any order; the matrix is
+    returned in genotype order.
     """
+    p = Path(path)
+    if is_zarr_store(p):
+        K, ids = _read_kinship_zarr(p)
+        if ids is not None:
+            K = _align_kinship(K, ids, sample_id, p)
+        # positive semi-definiteness is checked once, by scanner.validate_inputs
+        return validate_kinship(K, p, n_samples, psd=False)
     p = _need_file(path, "kinship")
     ids = None
     try:
@@ -297,6 +334,25 @@ def read_kinship(path: str | os.PathLike, n_samples: int | None = None,
         K = _align_kinship(K, ids, sample_id, p)
     # positive semi-definiteness is checked once, by scanner.validate_inputs
     return validate_kinship(K, p, n_samples, psd=False)
+
+
+def _read_kinship_zarr(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The kinship matrix and its sample_id (or None) from a Zarr store."""
+    try:
+        ds = xr.open_zarr(p, consolidated=None)
+    except Exception as e:  # corrupt metadata: zarr/xarray raise many types
+        raise InputError(p, f"cannot open the Zarr store ({type(e).__name__}: {e})",
+                         "write the kinship with `dlmm grm`") from None
+    square = [v for v in ds.data_vars
+              if ds[v].ndim == 2 and ds[v].shape[0] == ds[v].shape[1]]
+    name = "grm" if "grm" in ds else (square[0] if len(square) == 1 else None)
+    if name is None:
+        raise InputError(p, "no kinship variable `grm` (or single square matrix) in the store",
+                         "write the kinship with `dlmm grm`")
+    K = np.asarray(ds[name].values, dtype=np.float64)
+    ids = (np.asarray(ds["sample_id"].values, dtype=object).astype(str)
+           if "sample_id" in ds else None)
+    return K, ids
 
 
 def _align_kinship(K: np.ndarray, ids: np.ndarray, sample_id, source) -> np.ndarray:

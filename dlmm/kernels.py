@@ -39,6 +39,9 @@ __all__ = [
     "lrt",
     "ols_f_test",
     "grm_block",
+    "wald_test",
+    "score_test",
+    "TESTS",
 ]
 
 #: Eigenvalues below this value are set to 0, as GEMMA 0.98.5 does
@@ -716,6 +719,82 @@ def ols_f_test(y: np.ndarray, dosage: np.ndarray) -> np.ndarray:
     return stats.f.sf(F, 2, n - 3)
 
 
+def _residual_gram(M: np.ndarray, c0: int):
+    """Gram of [X, y] after projecting out W: ``P_xx (..., k, k)``, ``P_xy (..., k)``,
+    ``P_yy (...)`` from a Gram ``M (..., p, p)`` of ``[W (c0), X (k), y]``."""
+    A, B = M[..., :c0, :c0], M[..., :c0, c0:]
+    S = M[..., c0:, c0:] - np.swapaxes(B, -1, -2) @ np.linalg.solve(A, B)
+    return S[..., :-1, :-1], S[..., :-1, -1], S[..., -1, -1]
+
+
+def _f_tests(P_xx, P_xy, P_yy, n, c0):
+    """GEMMA's Wald and score statistics from the projected Gram (GEMMA's ``Pab``).
+
+    ``Px_yy = P_yy - P_xy' P_xx^-1 P_xy`` (residual with the variant),
+    ``df = n - c0 - k``, ``tau = df / Px_yy``; Wald ``F = (P_yy - Px_yy) tau / k``,
+    score ``F = n (P_yy - Px_yy) / P_yy / k``, both on (k, df) df (for k = 1
+    exactly GEMMA's ``CalcRLWald`` / ``CalcRLScore``).  Returns
+    ``(beta (m, k), se (m, k), wald, score, df)``.
+    """
+    k = P_xx.shape[-1]
+    P_inv = np.linalg.inv(P_xx)
+    beta = np.einsum("...ab,...b->...a", P_inv, P_xy)
+    explained = (P_xy * beta).sum(-1)
+    df = n - c0 - k
+    se2 = (P_yy - explained) / df
+    with np.errstate(invalid="ignore"):
+        se = np.sqrt(np.diagonal(P_inv, axis1=-2, axis2=-1) * se2[..., None])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wald = explained / se2 / k
+        score = n * explained / P_yy / k
+    return beta, se, wald, score, df
+
+
+def wald_test(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray,
+              lam: np.ndarray) -> dict[str, np.ndarray]:
+    """Wald F-test of the variant columns at a per-variant ``lam`` (GEMMA ``-lmm 1``).
+
+    GEMMA evaluates it at each variant's REML estimate of ``lam`` (``l_remle``,
+    from ``fit_exact(..., reml=True)``): ``beta`` is the GLS estimate, ``se``
+    uses ``se2 = y'Py / (n - c0 - k)``, and ``F = beta' V^-1 beta / k`` on
+    ``(k, n - c0 - k)`` degrees of freedom.
+
+    Parameters
+    ----------
+    s : (n,) eigenvalues; W : (n, c0) rotated covariates; y : (n,) rotated phenotype.
+    X : (m, k, n) rotated variant columns.  lam : (m,) sa2/se2 per variant.
+
+    Returns
+    -------
+    dict with ``beta`` (m, k), ``se`` (m, k), ``stat`` (m,) and ``p`` (m,).
+    """
+    s = np.asarray(s, dtype=np.float64)
+    F = np.column_stack([W, y])
+    M = _grams(np.asarray(lam, dtype=np.float64), s, F, X, with_logdet=False)[0]
+    beta, se, stat, _, df = _f_tests(*_residual_gram(M, W.shape[1]), s.shape[0], W.shape[1])
+    return {"beta": beta, "se": se, "stat": stat, "p": stats.f.sf(stat, X.shape[1], df)}
+
+
+def score_test(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray,
+               lam_null: float) -> dict[str, np.ndarray]:
+    """Score F-test of the variant columns at the null model's ML ``lam`` (GEMMA ``-lmm 3``).
+
+    Every variant shares the weights ``1 / (lam_null s + 1)``, so no per-variant
+    fit is needed: ``F = n P_xy' P_xx^-1 P_xy / (P_yy k)`` on ``(k, n - c0 - k)``
+    degrees of freedom, with ``P`` the projection orthogonal to ``W``.
+
+    Returns
+    -------
+    dict with ``beta`` (m, k), ``se`` (m, k) (as GEMMA's ``-lmm 3`` prints them),
+    ``stat`` (m,) and ``p`` (m,).
+    """
+    s = np.asarray(s, dtype=np.float64)
+    F = np.column_stack([W, y])
+    M = _grams(np.full(X.shape[0], float(lam_null)), s, F, X, with_logdet=False)[0]
+    beta, se, _, stat, df = _f_tests(*_residual_gram(M, W.shape[1]), s.shape[0], W.shape[1])
+    return {"beta": beta, "se": se, "stat": stat, "p": stats.f.sf(stat, X.shape[1], df)}
+
+
 # --------------------------------------------------------------------------
 # one block of a scan: read values in, per-variant results out
 # --------------------------------------------------------------------------
@@ -727,56 +806,121 @@ def _concat_fits(fits: list[Fit]) -> Fit:
                  for name in Fit.__dataclass_fields__))
 
 
-def result_columns(model: str) -> list[str]:
-    """Names of the columns :func:`scan_block` returns for ``model``."""
-    cols = ["n_miss", "af", "tested", "logl_H1", "l_mle", "lrt", "p_lrt", "beta", "se"]
+#: The association tests a scan can run (GEMMA ``-lmm 2``, ``-lmm 1``, ``-lmm 3``).
+TESTS = ("lrt", "wald", "score")
+
+
+def _check_tests(tests) -> tuple[str, ...]:
+    tests = (tests,) if isinstance(tests, str) else tuple(tests)
+    bad = [t for t in tests if t not in TESTS]
+    if bad or not tests:
+        raise ValueError(f"tests must be a non-empty subset of {TESTS}, not {tests!r}")
+    return tuple(t for t in TESTS if t in tests)
+
+
+def result_columns(model: str, tests=("lrt",)) -> list[str]:
+    """Names of the columns :func:`scan_block` returns for ``model`` and ``tests``.
+
+    ``lrt``: ``logl_H1 l_mle lrt p_lrt`` (ML fit) and ``sigma_sq_a sigma_sq_e
+    iterations``; ``wald``: ``logl_remle l_remle wald p_wald iterations_remle``
+    (REML fit); ``score``: ``score p_score``.  ``beta se`` (and ``beta_dom
+    se_dom``) are the Wald test's when it runs, else the ML fit's (``lrt``),
+    else the score test's -- as GEMMA's ``-lmm 4/1/2/3`` print them.
+    """
+    tests = _check_tests(tests)
+    cols = ["n_miss", "af", "tested"]
+    if "lrt" in tests:
+        cols += ["logl_H1", "l_mle", "lrt", "p_lrt"]
+    if "wald" in tests:
+        cols += ["logl_remle", "l_remle", "wald", "p_wald"]
+    if "score" in tests:
+        cols += ["score", "p_score"]
+    cols += ["beta", "se"]
     if model == "genotypic":
         cols += ["beta_dom", "se_dom"]
-    return cols + ["sigma_sq_a", "sigma_sq_e", "iterations"]
+    if "lrt" in tests:
+        cols += ["sigma_sq_a", "sigma_sq_e", "iterations"]
+    if "wald" in tests:
+        cols += ["iterations_remle"]
+    return cols
 
 
 def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.ndarray,
-               W: np.ndarray, Wr: np.ndarray, yr: np.ndarray, logl_null: float,
-               null_start: tuple | None = None, model: str = "additive",
+               W: np.ndarray, Wr: np.ndarray, yr: np.ndarray, logl_null,
+               null_start=None, model: str = "additive",
                solver: str = "exact", maf: float = 0.01, max_missing: float = 0.05,
-               em_tol: float = 1e-5, em_max_iter: int = 100) -> np.ndarray:
+               em_tol: float = 1e-5, em_max_iter: int = 100, tests=("lrt",),
+               lam_null=None) -> np.ndarray:
     """Filter, impute, rotate, fit and test one block of variants.
+
+    The block is filtered, imputed and rotated once, then tested against every
+    trait of ``yr`` (traits sharing the analysed samples share the rotation).
 
     Parameters
     ----------
     dosage : (m, N) dosages on all samples of the store, NaN for missing.
     samples : (N,) bool, the analysed samples (n of them).
     U, s : eigenvectors (n, n) and eigenvalues (n,) of the analysed kinship.
-    W : (n, c) covariates, Wr = U^T W, yr = U^T y (n,).
-    logl_null : null-model log-likelihood (from the same solver).
+    W : (n, c) covariates, Wr = U^T W, yr = U^T y: (n,) one trait, or (n, t).
+    logl_null : null-model log-likelihood (from the same solver); (t,) for t traits.
     null_start : ``(beta_w (c,), sa2, se2)`` to start EM from, or None for
-        the classic start.
+        the classic start; a list of t of them for t traits.
     model : "additive" (1 df) or "genotypic" (2 df).
-    solver : "exact" or "em".
+    solver : "exact" or "em" (the LRT's fit; Wald and score are exact).
+    tests : any of ``"lrt"``, ``"wald"`` (at each variant's REML lambda),
+        ``"score"`` (at ``lam_null``, the null model's ML lambda; (t,) for t traits).
 
     Returns
     -------
-    (m, len(result_columns(model))) float64; untested variants are NaN
-    except ``n_miss``, ``af`` and ``tested`` (0).
+    (m, len(result_columns(model, tests))) float64, or (m, t, ...) when ``yr``
+    is (n, t); untested variants are NaN except ``n_miss``, ``af`` and
+    ``tested`` (0).
     """
+    tests = _check_tests(tests)
+    if "score" in tests and lam_null is None:
+        raise ValueError("the score test needs lam_null (the null model's ML lambda)")
+    multi = np.ndim(yr) == 2
+    Y = np.asarray(yr, dtype=np.float64).reshape(yr.shape[0], -1)
+    n_traits = Y.shape[1]
+    logl0 = np.broadcast_to(np.asarray(logl_null, dtype=np.float64), (n_traits,))
+    lam0 = None if lam_null is None else np.broadcast_to(
+        np.asarray(lam_null, dtype=np.float64), (n_traits,))
+    starts = null_start if multi and null_start is not None else [null_start] * n_traits
     x = take(dosage, cols=samples)
     st = block_stats(x, W, maf=maf, max_missing=max_missing)
-    cols = result_columns(model)
-    out = np.full((x.shape[0], len(cols)), np.nan)
-    out[:, 0], out[:, 1], out[:, 2] = st["n_miss"], st["af"], st["tested"]
+    cols = result_columns(model, tests)
+    out = np.full((x.shape[0], n_traits, len(cols)), np.nan)
+    out[:, :, 0], out[:, :, 1] = st["n_miss"][:, None], st["af"][:, None]
     t = st["tested"]
     if model == "genotypic":
         xi = impute_mean(x, st["mean"])
         t &= _has_dominance(xi)
-        out[:, 2] = t
         xt = xi[t]
     else:
         xt = take(x, rows=t, fill=np.nan_to_num(st["mean"]))
-    if not t.any():
-        return out
-    X = variant_design(xt, model)
-    m, k, n = X.shape
-    Xr = rotate(U, X.reshape(m * k, n)).reshape(m, k, n)
+    out[:, :, 2] = t[:, None]
+    if t.any():
+        X = variant_design(xt, model)
+        m, k, n = X.shape
+        Xr = rotate(U, X.reshape(m * k, n)).reshape(m, k, n)
+        for j in range(n_traits):
+            res = _test_block(Xr, s=s, Wr=Wr, yr=Y[:, j], logl_null=float(logl0[j]),
+                              null_start=starts[j], solver=solver, em_tol=em_tol,
+                              em_max_iter=em_max_iter, tests=tests,
+                              lam_null=None if lam0 is None else float(lam0[j]))
+            if model == "genotypic":
+                res["beta_dom"], res["se_dom"] = res["beta"][:, 1], res["se"][:, 1]
+            res["beta"], res["se"] = res["beta"][:, 0], res["se"][:, 0]
+            for name, val in res.items():
+                out[t, j, cols.index(name)] = val
+    return out if multi else out[:, 0]
+
+
+def _test_block(Xr, *, s, Wr, yr, logl_null, null_start, solver, em_tol, em_max_iter,
+                tests, lam_null) -> dict[str, np.ndarray]:
+    """The tests of one trait on a rotated block ``Xr`` (m, k, n): result columns by name
+    (``beta``, ``se`` as (m, k))."""
+    m, k, n = Xr.shape
     if solver == "exact":
         def solve(part):
             return fit_exact(s, Wr, yr, part)
@@ -793,15 +937,31 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     # The solvers work on (rows, n) temporaries: a few hundred rows at a time
     # keeps them in cache (4x faster on mouse_hs1940 than the whole block).
     rows = max(8, _FIT_ELEMENTS // n)
-    fit = _concat_fits([solve(Xr[i:i + rows]) for i in range(0, m, rows)])
-    stat, p = lrt(fit.logl, logl_null, k)
-    c0 = W.shape[1]
-    res = {"logl_H1": fit.logl, "l_mle": fit.lam, "lrt": stat, "p_lrt": p,
-           "beta": fit.beta[:, c0], "se": fit.se[:, c0],
-           "sigma_sq_a": fit.sigma_sq_a, "sigma_sq_e": fit.sigma_sq_e,
-           "iterations": fit.iterations}
-    if model == "genotypic":
-        res["beta_dom"], res["se_dom"] = fit.beta[:, c0 + 1], fit.se[:, c0 + 1]
-    for name, val in res.items():
-        out[t, cols.index(name)] = val
-    return out
+    parts = [Xr[i:i + rows] for i in range(0, m, rows)]
+    c0 = Wr.shape[1]
+    res = {}
+    if "score" in tests:
+        sc = [score_test(s, Wr, yr, part, lam_null) for part in parts]
+        res["score"] = np.concatenate([r["stat"] for r in sc])
+        res["p_score"] = np.concatenate([r["p"] for r in sc])
+        beta = np.concatenate([r["beta"] for r in sc])
+        se = np.concatenate([r["se"] for r in sc])
+    if "lrt" in tests:
+        fit = _concat_fits([solve(part) for part in parts])
+        stat, p = lrt(fit.logl, logl_null, k)
+        res.update({"logl_H1": fit.logl, "l_mle": fit.lam, "lrt": stat, "p_lrt": p,
+                    "sigma_sq_a": fit.sigma_sq_a, "sigma_sq_e": fit.sigma_sq_e,
+                    "iterations": fit.iterations})
+        beta, se = fit.beta[:, c0:], fit.se[:, c0:]
+    if "wald" in tests:
+        fits = [fit_exact(s, Wr, yr, part, reml=True) for part in parts]
+        wa = [wald_test(s, Wr, yr, part, f.lam) for part, f in zip(parts, fits)]
+        fit_r = _concat_fits(fits)
+        res.update({"logl_remle": fit_r.logl, "l_remle": fit_r.lam,
+                    "wald": np.concatenate([r["stat"] for r in wa]),
+                    "p_wald": np.concatenate([r["p"] for r in wa]),
+                    "iterations_remle": fit_r.iterations})
+        beta = np.concatenate([r["beta"] for r in wa])
+        se = np.concatenate([r["se"] for r in wa])
+    res["beta"], res["se"] = beta, se
+    return res

@@ -66,7 +66,8 @@ class NullModel:
 
 
 def fit_null_model(y: np.ndarray, W: np.ndarray, kinship: np.ndarray, *,
-                   em: bool = False, em_tol: float = 1e-5, em_max_iter: int = 100) -> NullModel:
+                   em: bool = False, em_tol: float = 1e-5, em_max_iter: int = 100,
+                   eig: tuple[np.ndarray, np.ndarray] | None = None) -> NullModel:
     """Eigendecompose the kinship and fit the null model ``y = W b + a + e``.
 
     Parameters
@@ -75,12 +76,14 @@ def fit_null_model(y: np.ndarray, W: np.ndarray, kinship: np.ndarray, *,
     W : (n, c) covariates (with the intercept column).
     kinship : (n, n) kinship of the analysed samples.
     em : also fit the null by the classic EM (for the ``em`` solver's LRT).
+    eig : ``(s, U)`` from ``kernels.eigh_kinship(kinship)``, to share one
+        eigendecomposition between traits (default: computed here).
 
     Returns
     -------
     NullModel
     """
-    s, U = kernels.eigh_kinship(kinship)
+    s, U = kernels.eigh_kinship(kinship) if eig is None else eig
     Wr = kernels.rotate(U, W.T).T
     yr = kernels.rotate(U, y)
     no_variant = np.zeros((1, 0, s.shape[0]))

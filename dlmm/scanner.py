@@ -19,7 +19,9 @@ from . import kernels
 from .errors import InputError
 from .nullmodel import NullModel, fit_null_model
 
-__all__ = ["scan", "prepare", "validate_inputs", "RESULT_VARIABLES"]
+__all__ = ["scan", "prepare", "validate_inputs", "parse_tests", "trait_groups", "trait_attrs",
+           "contig_attrs",
+           "RESULT_VARIABLES"]
 
 _OUTPUT_NAMES = {
     "n_miss": "variant_n_missing",
@@ -36,6 +38,13 @@ _OUTPUT_NAMES = {
     "sigma_sq_a": "variant_lmm_sigma_sq_a",
     "sigma_sq_e": "variant_lmm_sigma_sq_e",
     "iterations": "variant_lmm_iterations",
+    "logl_remle": "variant_lmm_logl_reml",
+    "l_remle": "variant_lmm_lambda_reml",
+    "wald": "variant_lmm_wald_statistic",
+    "p_wald": "variant_lmm_p_value_wald",
+    "iterations_remle": "variant_lmm_iterations_reml",
+    "score": "variant_lmm_score_statistic",
+    "p_score": "variant_lmm_p_value_score",
 }
 
 #: The per-variant variables a scan computes.
@@ -65,7 +74,7 @@ def validate_inputs(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarra
     """Check the inputs of a scan at the boundary (no genotype is read; a given
     kinship costs one Cholesky factorisation).
 
-    Returns ``(y, samples, W, K)``: the phenotype (samples,), the analysed
+    Returns ``(y, samples, W, K)``: the phenotype (samples,) (one trait), the analysed
     samples' mask (non-missing phenotype and covariates), their covariates
     (n, c) and the validated kinship (samples, samples) or None.
     """
@@ -107,20 +116,63 @@ def prepare(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None
     (non-missing phenotype and covariates) and the :class:`NullModel`.
     Computes the GRM (one pass over the genotypes) when ``kinship`` is None.
     """
+    samples, nulls = _prepare_traits(
+        ds, np.asarray(phenotype, dtype=np.float64)[:, None], kinship=kinship,
+        covariates=covariates, center=center, solver=solver, maf=maf,
+        max_missing=max_missing, em_tol=em_tol, em_max_iter=em_max_iter,
+        phenotype_source=phenotype_source, kinship_source=kinship_source,
+        covariate_source=covariate_source)
+    return samples, nulls[0]
+
+
+def _prepare_traits(ds, Y, *, kinship, covariates, center, solver, maf, max_missing, em_tol,
+                    em_max_iter, phenotype_source, kinship_source,
+                    covariate_source="covariates"):
+    """:func:`prepare` for traits ``Y`` (samples, t) missing on the same samples: one
+    kinship and one eigendecomposition, one null fit per trait."""
     from .kinship import grm
 
-    y, samples, W, K = validate_inputs(ds, phenotype, kinship=kinship, covariates=covariates,
-                                       phenotype_source=phenotype_source,
-                                       kinship_source=kinship_source,
-                                       covariate_source=covariate_source)
+    # the kinship (a Cholesky factorisation) is checked once per group
+    checked = [validate_inputs(ds, Y[:, j], kinship=kinship if j == 0 else None,
+                               covariates=covariates, phenotype_source=phenotype_source,
+                               kinship_source=kinship_source,
+                               covariate_source=covariate_source)
+               for j in range(Y.shape[1])]
+    _, samples, W, K = checked[0]
+    if any((c[1] != samples).any() for c in checked):
+        raise ValueError("the traits of one group must be missing on the same samples")
     if K is None:
         K = grm(ds, samples, W, maf=maf, max_missing=max_missing).values
     K = K[np.ix_(samples, samples)]
     if center:
         K = kernels.center_kinship(K)
-    null = fit_null_model(y[samples], W, K, em=(solver == "em"), em_tol=em_tol,
-                          em_max_iter=em_max_iter)
-    return samples, null
+    eig = kernels.eigh_kinship(K)
+    nulls = [fit_null_model(c[0][samples], W, K, em=(solver == "em"), em_tol=em_tol,
+                            em_max_iter=em_max_iter, eig=eig) for c in checked]
+    return samples, nulls
+
+
+def trait_groups(ds: xr.Dataset, phenotypes: np.ndarray,
+                 covariates: np.ndarray | None = None) -> list[np.ndarray]:
+    """Group traits analysed on the same samples (non-missing trait and covariates).
+
+    Parameters
+    ----------
+    phenotypes : (samples, traits).
+
+    Returns
+    -------
+    List of int arrays of trait indices, in order of first appearance; each
+    group shares one eigendecomposition and one rotation of every block.
+    """
+    Y = np.asarray(phenotypes, dtype=np.float64)
+    ok = ~np.isnan(Y)
+    if covariates is not None:
+        ok &= ~np.isnan(np.asarray(covariates, dtype=np.float64)).any(axis=1)[:, None]
+    groups: dict[bytes, list[int]] = {}
+    for j in range(Y.shape[1]):
+        groups.setdefault(np.packbits(ok[:, j]).tobytes(), []).append(j)
+    return [np.array(g) for g in groups.values()]
 
 
 def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = None,
@@ -128,14 +180,18 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
          solver: str = "exact", em_start: str = "classic", center: bool = True,
          maf: float = 0.01, max_missing: float = 0.05, em_tol: float = 1e-5,
          em_max_iter: int = 100, null: tuple[np.ndarray, NullModel] | None = None,
-         broadcast: bool = True, **sources) -> xr.Dataset:
+         broadcast: bool = True, test: str | tuple[str, ...] = "lrt", traits=None,
+         loco: bool = False, **sources) -> xr.Dataset:
     """LMM association scan of every variant, lazy over variant chunks.
 
     Parameters
     ----------
     ds : genotype Dataset (``call_dosage`` (variants, samples), chunked along
         variants; ``variant_*``, ``sample_id``).
-    phenotype : (samples,) trait, NaN where missing (those samples are dropped).
+    phenotype : (samples,) trait, NaN where missing (those samples are dropped);
+        or (samples, traits) for many traits at once: traits missing on the
+        same samples share one eigendecomposition and one rotation of each
+        genotype block (each group computes its own GRM when ``kinship`` is None).
     kinship : (samples, samples) kinship; default the centred GRM (GEMMA -gk 1).
     covariates : (samples, c) covariates *including* the intercept column
         (default: intercept only).
@@ -144,13 +200,32 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
     em_start : "classic" (sa2=70, se2=10, b=0) or "null" (the ML null fit).
     center : double-centre the analysed kinship, as GEMMA does.
     maf, max_missing : GEMMA's variant filters on the analysed samples.
-    null : a ``(samples, NullModel)`` from :func:`prepare`, to skip set-up.
+    null : a ``(samples, NullModel)`` from :func:`prepare`, to skip set-up
+        (one trait only).
+    test : ``"lrt"`` (default), ``"wald"``, ``"score"``, ``"all"`` or a tuple of
+        them (GEMMA ``-lmm 2``, ``1``, ``3``, ``4``).  The LRT compares ML fits;
+        the Wald F-test uses each variant's REML lambda, the score F-test the
+        null model's ML lambda (as GEMMA); both on ``n - c - k`` df.
+    traits : (traits,) names of the phenotype columns (default ``pheno1..``), the
+        ``trait_id`` coordinate along ``traits``.
+    broadcast : with a ``distributed`` client, scatter the eigenvectors and null
+        fit to every worker once (see :func:`_share`); with ``loco`` each
+        chromosome's go only to where its blocks run.
+    loco : leave one chromosome out: each contig's variants are tested with the
+        GRM of the other contigs (:func:`dlmm.kinship.grm_loco`: one pass over the
+        genotypes, the whole-genome sums minus the contig's), with its own
+        eigendecomposition and null fit.  Not with ``kinship`` or ``null``.
 
     Returns
     -------
-    Dataset over ``variants``: ``variant_lmm_p_value``, ``variant_lmm_beta``,
-    ``variant_lmm_logl``, ... (lazy dask arrays), the input's ``variant_*``
-    coordinates, and the null model's figures in ``attrs``.
+    Dataset over ``variants`` (and ``traits`` for a 2-D phenotype, with the
+    ``trait_id`` coordinate): ``variant_lmm_p_value`` (LRT),
+    ``variant_lmm_p_value_wald``, ``variant_lmm_p_value_score``,
+    ``variant_lmm_beta`` (the Wald test's when it runs, else the ML fit's, else
+    the score test's), ``variant_lmm_logl``, ``variant_lmm_lambda_reml``, ...
+    (lazy dask arrays, for the tests asked), the input's ``variant_*``
+    coordinates, and the null model's figures in ``attrs`` (one list entry per
+    trait for many traits).
     """
     import dask
     import dask.array as da
@@ -161,52 +236,149 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
         raise InputError("--solver", f"unknown solver {solver!r}", "use exact or em")
     if em_start not in ("classic", "null"):
         raise InputError("--em-start", f"unknown start {em_start!r}", "use classic or null")
-    if null is None:
-        null = prepare(ds, phenotype, kinship=kinship, covariates=covariates, center=center,
-                       solver=solver, maf=maf, max_missing=max_missing, em_tol=em_tol,
-                       em_max_iter=em_max_iter, **sources)
-    samples, nm = null
-    null_fit = nm.em if solver == "em" else nm.ml
-    null_start = None
-    if solver == "em" and em_start == "null":
-        null_start = (nm.ml.beta[0], nm.ml.sigma_sq_a[0], nm.ml.sigma_sq_e[0])
-    shared = _share({"samples": samples, "U": nm.U, "s": nm.s, "W": nm.W, "Wr": nm.Wr,
-                     "yr": nm.yr, "logl_null": float(null_fit.logl[0]),
-                     "null_start": null_start}, broadcast=broadcast)
+    tests = parse_tests(test)
+    Y = np.asarray(phenotype, dtype=np.float64)
+    multi = Y.ndim == 2
+    Y = Y if multi else Y[:, None]
+    n_traits = Y.shape[1]
+    if null is not None and multi:
+        raise ValueError("null= is for one trait; give a 1-D phenotype")
+    if loco and (kinship is not None or null is not None):
+        raise InputError("--loco", "LOCO computes one GRM per chromosome itself",
+                         "drop --kinship (or null=) when using --loco")
+    groups = [np.arange(1)] if null is not None else trait_groups(ds, Y, covariates)
     dosage = ds["call_dosage"].data
     if not isinstance(dosage, da.Array):
         dosage = da.from_array(dosage, chunks=(10_000, -1))
     dosage = dosage.rechunk({1: -1})
-    cols = kernels.result_columns(model)
-    out = dosage.map_blocks(_block, shared, model=model, solver=solver, maf=maf,
-                            max_missing=max_missing, em_tol=em_tol, em_max_iter=em_max_iter,
-                            chunks=(dosage.chunks[0], (len(cols),)), dtype=np.float64)
+    if loco:
+        from .kinship import split_at_contigs
+        dosage, block_contig = split_at_contigs(dosage, ds["variant_contig"].values)
+        loco_contigs = [int(c) for c in dict.fromkeys(block_contig.tolist())]
+    else:
+        block_contig, loco_contigs = np.zeros(dosage.numblocks[0], dtype=int), [None]
+    cols = kernels.result_columns(model, tests)
+    outs, summaries, digest = [], [None] * n_traits, hashlib.sha1()
+    kin_bytes = (b"grm-loco" if loco else b"grm") if kinship is None else np.asarray(
+        kinship, dtype=np.float64)
+    prep = dict(covariates=covariates, center=center, solver=solver, maf=maf,
+                max_missing=max_missing, em_tol=em_tol, em_max_iter=em_max_iter,
+                phenotype_source=sources.get("phenotype_source", "phenotype"),
+                kinship_source=sources.get("kinship_source", "kinship"),
+                covariate_source=sources.get("covariate_source", "covariates"))
+    for idx in groups:
+        if loco:
+            from .kinship import grm_loco
+            _, s_g, W_g, _ = validate_inputs(ds, Y[:, idx[0]], covariates=covariates,
+                                             phenotype_source=prep["phenotype_source"],
+                                             covariate_source=prep["covariate_source"])
+            K_loco = grm_loco(ds, s_g, W_g, maf=maf, max_missing=max_missing).values
+        shared, per_contig = {}, []
+        for c in loco_contigs:
+            if null is not None:
+                samples, nulls = null[0], [null[1]]
+            else:
+                samples, nulls = _prepare_traits(
+                    ds, Y[:, idx], kinship=K_loco[c] if loco else kinship, **prep)
+            nm = nulls[0]
+            null_fits = [x.em if solver == "em" else x.ml for x in nulls]
+            starts = None
+            if solver == "em" and em_start == "null":
+                starts = [(x.ml.beta[0], x.ml.sigma_sq_a[0], x.ml.sigma_sq_e[0])
+                          for x in nulls]
+            # LOCO: each chromosome's eigenvectors go only where its blocks run, not
+            # to every worker (C of them per worker otherwise)
+            shared[c] = _share(
+                {"samples": samples, "U": nm.U, "s": nm.s, "W": nm.W, "Wr": nm.Wr,
+                 "yr": np.column_stack([x.yr for x in nulls]),
+                 "logl_null": np.array([float(f.logl[0]) for f in null_fits]),
+                 "null_start": starts, "tests": tests,
+                 "lam_null": np.array([float(x.ml.lam[0]) for x in nulls])},
+                broadcast=broadcast and not loco)
+            sm = []
+            for x in nulls:
+                summary = x.summary()
+                if solver == "em":
+                    summary["em_logl_null"] = float(x.em.logl[0])
+                sm.append(summary)
+            per_contig.append(sm)
+            # the inputs, not derived floats (eigh is not bit-reproducible)
+            for part in [samples, Y[np.ix_(samples, idx)], nm.W, kin_bytes]:
+                digest.update(part if isinstance(part, bytes) else
+                              np.ascontiguousarray(part).tobytes())
+        for jj, j in enumerate(idx):
+            summaries[j] = (per_contig[0][jj] if not loco else
+                            {k: [pc[jj][k] for pc in per_contig] for k in per_contig[0][jj]})
+        kw = dict(model=model, solver=solver, maf=maf, max_missing=max_missing, em_tol=em_tol,
+                  em_max_iter=em_max_iter, new_axis=2, dtype=np.float64)
+        if not loco:
+            outs.append(dosage.map_blocks(
+                _block, shared[None], chunks=(dosage.chunks[0], (len(idx),), (len(cols),)),
+                **kw))
+        else:  # each block with its own contig's eigenbasis: one task per block, in order
+            outs.append(da.concatenate([
+                dosage.blocks[b].map_blocks(
+                    _block, shared[int(block_contig[b])],
+                    chunks=((dosage.chunks[0][b],), (len(idx),), (len(cols),)), **kw)
+                for b in range(dosage.numblocks[0])], axis=0))
+    order = np.argsort(np.concatenate(groups), kind="stable")
+    # one chunk over traits, so each variants chunk is one Zarr chunk
+    out = outs[0] if len(outs) == 1 else da.concatenate(outs, axis=1)[:, order].rechunk(
+        {1: -1})
+    dims = ("variants", "traits") if multi else ("variants",)
     data = {}
     for i, c in enumerate(cols):
-        col = out[:, i]
+        col = out[:, :, i] if multi else out[:, 0, i]
         if c == "n_miss":
             col = col.astype(np.int64)
         elif c == "tested":
             col = col.astype(bool)
-        data[_OUTPUT_NAMES[c]] = (("variants",), col)
+        data[_OUTPUT_NAMES[c]] = (dims, col)
     keep = [v for v in ("variant_id", "variant_contig", "variant_position", "variant_allele",
                         "contig_id") if v in ds]
     # strings as object arrays: Zarr v2 stores them as vlen-utf8 whatever they came as
     res = xr.Dataset(data).assign({v: ds[v].astype(object) if ds[v].dtype.kind in "UOT"
                                    else ds[v] for v in keep})
-    digest = hashlib.sha1()
-    parts = [samples, np.asarray(phenotype, dtype=np.float64)[samples], nm.W,
-             b"grm" if kinship is None else np.asarray(kinship, dtype=np.float64)]
-    for part in parts:  # the inputs, not derived floats (eigh is not bit-reproducible)
-        digest.update(part if isinstance(part, bytes) else np.ascontiguousarray(part).tobytes())
-    summary = nm.summary()
-    summary["inputs_sha1"] = digest.hexdigest()
-    summary.update(model=model, solver=solver, n_samples_total=int(ds.sizes["samples"]),
-                   em_start=em_start if solver == "em" else "")
-    if solver == "em":
-        summary["em_logl_null"] = float(nm.em.logl[0])
-    res.attrs.update(summary)
+    if multi:
+        names = [f"pheno{j + 1}" for j in range(n_traits)] if traits is None else list(traits)
+        res = res.assign_coords(trait_id=("traits", np.asarray(names, dtype=object)))
+        attrs = {k: [sm[k] for sm in summaries] for k in summaries[0]}
+    else:
+        attrs = dict(summaries[0])
+    if loco:
+        contig_names = np.asarray(ds["contig_id"].values, dtype=object).astype(str)
+        attrs["loco_contigs"] = [str(contig_names[c]) for c in loco_contigs]
+    attrs["inputs_sha1"] = digest.hexdigest()
+    attrs.update(model=model, solver=solver, n_samples_total=int(ds.sizes["samples"]),
+                 em_start=em_start if solver == "em" else "", tests=",".join(tests))
+    res.attrs.update(attrs)
     return res
+
+
+def trait_attrs(attrs: dict, i: int) -> dict:
+    """The attrs of trait ``i`` of a many-trait result (list values -> their i-th entry)."""
+    return {k: v[i] if isinstance(v, list) and k != "loco_contigs" else v
+            for k, v in attrs.items()}
+
+
+def contig_attrs(attrs: dict, i: int) -> dict:
+    """The null figures of the i-th LOCO contig (``attrs["loco_contigs"][i]``) of one
+    trait's attrs (list values -> their i-th entry)."""
+    return {k: v[i] if isinstance(v, list) else v for k, v in attrs.items()
+            if k != "loco_contigs"}
+
+
+def parse_tests(test: str | tuple[str, ...]) -> tuple[str, ...]:
+    """``"lrt"``, ``"wald,score"``, ``"all"`` or a tuple -> tests in canonical order."""
+    names = test.split(",") if isinstance(test, str) else list(test)
+    names = [t.strip() for t in names]
+    if names == ["all"]:
+        return kernels.TESTS
+    bad = [t for t in names if t not in kernels.TESTS]
+    if bad or not names:
+        raise InputError("--test", f"unknown test {','.join(bad) or test!r}",
+                         "use lrt, wald, score, all, or a comma-separated list of them")
+    return tuple(t for t in kernels.TESTS if t in names)
 
 
 def _share(shared: dict, broadcast: bool = True):

@@ -9,19 +9,40 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-__all__ = ["to_gemma_table", "write_tsv", "write_results_zarr", "open_results", "convert"]
+__all__ = ["to_gemma_table", "write_tsv", "write_results_zarr", "open_results", "convert",
+           "write_kinship_zarr", "write_kinship_text"]
 
 #: GEMMA ``-lmm 2`` columns first, then ours.
 GEMMA_COLUMNS = ["chr", "rs", "ps", "n_miss", "allele1", "allele0", "af", "logl_H1", "l_mle",
                  "p_lrt"]
 
 
+#: GEMMA ``-lmm 4`` order of the test columns (those of the tests run are written).
+GEMMA_TEST_COLUMNS = ["beta", "se", "logl_H1", "l_remle", "l_mle", "p_wald", "p_lrt", "p_score"]
+
+_TABLE_SOURCES = {
+    "logl_H1": "variant_lmm_logl", "l_mle": "variant_lmm_lambda",
+    "p_lrt": "variant_lmm_p_value", "beta": "variant_lmm_beta", "se": "variant_lmm_beta_se",
+    "l_remle": "variant_lmm_lambda_reml", "p_wald": "variant_lmm_p_value_wald",
+    "p_score": "variant_lmm_p_value_score", "beta_dom": "variant_lmm_beta_dominance",
+    "se_dom": "variant_lmm_beta_dominance_se", "sigma_sq_a": "variant_lmm_sigma_sq_a",
+    "sigma_sq_e": "variant_lmm_sigma_sq_e", "iterations": "variant_lmm_iterations",
+    "iterations_remle": "variant_lmm_iterations_reml",
+}
+
+
 def to_gemma_table(results: xr.Dataset) -> pd.DataFrame:
     """The tested variants of a computed result Dataset as GEMMA's table.
 
-    Columns: ``chr rs ps n_miss allele1 allele0 af logl_H1 l_mle p_lrt``, then
-    ``beta se`` (``beta_dom se_dom`` for the genotypic model),
-    ``sigma_sq_a sigma_sq_e iterations``.
+    With the LRT alone (the default): ``chr rs ps n_miss allele1 allele0 af
+    logl_H1 l_mle p_lrt`` (GEMMA ``-lmm 2``), then ``beta se`` (``beta_dom
+    se_dom`` for the genotypic model), ``sigma_sq_a sigma_sq_e iterations``.
+    With the Wald or score test: ``chr rs ps n_miss allele1 allele0 af`` and
+    the columns of ``beta se logl_H1 l_remle l_mle p_wald p_lrt p_score`` (GEMMA
+    ``-lmm 4``'s order) that the tests run produce, then ``beta_dom se_dom``,
+    ``sigma_sq_a sigma_sq_e iterations iterations_remle`` when present.  As in
+    GEMMA ``-lmm 1``, ``logl_H1`` is the REML log-likelihood when the Wald test
+    runs without the LRT.
     """
     r = results
     tested = np.asarray(r["variant_lmm_tested"].values, dtype=bool)
@@ -35,20 +56,21 @@ def to_gemma_table(results: xr.Dataset) -> pd.DataFrame:
         "allele1": allele[:, 1],
         "allele0": allele[:, 0],
         "af": np.asarray(r["variant_allele_frequency"].values),
-        "logl_H1": r["variant_lmm_logl"].values,
-        "l_mle": r["variant_lmm_lambda"].values,
-        "p_lrt": r["variant_lmm_p_value"].values,
-        "beta": r["variant_lmm_beta"].values,
-        "se": r["variant_lmm_beta_se"].values,
     }
-    if "variant_lmm_beta_dominance" in r:
-        table["beta_dom"] = r["variant_lmm_beta_dominance"].values
-        table["se_dom"] = r["variant_lmm_beta_dominance_se"].values
-    table["sigma_sq_a"] = r["variant_lmm_sigma_sq_a"].values
-    table["sigma_sq_e"] = r["variant_lmm_sigma_sq_e"].values
-    table["iterations"] = r["variant_lmm_iterations"].values
+    sources = dict(_TABLE_SOURCES)
+    if "variant_lmm_logl" not in r:
+        sources["logl_H1"] = "variant_lmm_logl_reml"
+    lrt_only = "variant_lmm_p_value_wald" not in r and "variant_lmm_p_value_score" not in r
+    order = (["logl_H1", "l_mle", "p_lrt", "beta", "se"] if lrt_only else GEMMA_TEST_COLUMNS)
+    order = order + ["beta_dom", "se_dom", "sigma_sq_a", "sigma_sq_e", "iterations",
+                     "iterations_remle"]
+    for col in order:
+        if sources[col] in r:
+            table[col] = r[sources[col]].values
     df = pd.DataFrame(table)[tested]
-    df["iterations"] = df["iterations"].astype(np.int64)
+    for col in ("iterations", "iterations_remle"):
+        if col in df:
+            df[col] = df[col].astype(np.int64)
     return df.reset_index(drop=True)
 
 
@@ -81,7 +103,7 @@ def _fingerprint(res: xr.Dataset) -> str:
     import json
 
     keys = ("model", "solver", "em_start", "n_samples_total", "n_analysed", "n_covariates",
-            "inputs_sha1", "source")
+            "inputs_sha1", "source", "tests")
     fp = {k: res.attrs.get(k) for k in keys}
     fp["chunks"] = list(res["variant_lmm_tested"].chunks[0])
     return json.dumps(fp, sort_keys=True, default=str)
@@ -134,11 +156,17 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
         if path.exists() and not overwrite:
             raise InputError(path, "output exists", "pass --overwrite, --resume, or another --out")
         template = res[lazy]
+        # Zarr chunks are regular; the result's blocks need not be (LOCO splits them at
+        # chromosome boundaries): blocks are written one after another, so a Zarr chunk
+        # shared by two blocks is safe
+        side = int(max(chunks))
         for v in lazy:
-            template[v] = template[v].copy(data=dask.array.zeros_like(template[v].data))
+            template[v] = template[v].copy(data=dask.array.zeros(
+                template[v].shape, chunks=(side,) + template[v].shape[1:],
+                dtype=template[v].dtype))
         template["block_done"] = (("blocks",), np.zeros(n_blocks, dtype=bool))
         template["block_run"] = (("blocks",), np.full(n_blocks, -1, dtype=np.int32))
-        encoding = {v: {"chunks": (chunks[0],)} for v in lazy}
+        encoding = {v: {"chunks": (side,) + res[v].shape[1:]} for v in lazy}
         encoding.update({"block_done": {"chunks": (1,)}, "block_run": {"chunks": (1,)}})
         template.to_zarr(path, mode="w", compute=False, zarr_format=ZARR_FORMAT,
                          consolidated=True, encoding=encoding)
@@ -239,3 +267,63 @@ def _dosage_to_genotype(d: np.ndarray) -> np.ndarray:
     gt[..., 1] = di >= 1
     gt[miss] = -1
     return gt
+
+
+# --------------------------------------------------------------------------
+# kinship matrices
+# --------------------------------------------------------------------------
+#: Name of the kinship variable in a kinship Zarr store.
+KINSHIP_VARIABLE = "grm"
+
+
+def write_kinship_zarr(K: xr.DataArray, path: str | os.PathLike, *,
+                       overwrite: bool = False) -> Path:
+    """Write a kinship to a Zarr store (temporary name, then renamed).
+
+    Parameters
+    ----------
+    K : (samples, samples_2) DataArray, e.g. from :func:`dlmm.grm` (computed
+        or lazy), with the ``sample_id`` coordinate along ``samples``.
+    path : the ``.zarr`` directory.
+
+    Returns
+    -------
+    The store's path.  It holds ``grm`` (samples, samples_2) float64,
+    ``sample_id`` (samples,) and K's attrs; :func:`dlmm.io.read_kinship`
+    reads it back.
+    """
+    import shutil
+
+    from .errors import InputError
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(path, "output exists", "pass --overwrite or choose another name")
+    if K.dims != ("samples", "samples_2") or K.shape[0] != K.shape[1]:
+        raise ValueError(f"kinship must be (samples, samples_2) and square, not {K.dims} "
+                         f"{K.shape}")
+    n = K.shape[0]
+    ds = K.astype(np.float64).rename(KINSHIP_VARIABLE).to_dataset()
+    if "sample_id" in ds.coords:
+        ds = ds.reset_coords("sample_id")
+        ds["sample_id"] = ds["sample_id"].astype(object)
+    side = min(n, 4096)
+    enc = {KINSHIP_VARIABLE: {"chunks": (side, side)}}
+    tmp = path.with_name(path.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    ds.to_zarr(tmp, mode="w", zarr_format=ZARR_FORMAT, consolidated=True, encoding=enc)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
+def write_kinship_text(K, path: str | os.PathLike) -> Path:
+    """Write a kinship as GEMMA's ``.cXX.txt`` / ``.sXX.txt``: n lines of n
+    tab-separated values with 10 significant digits (temporary name, renamed)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    np.savetxt(tmp, np.asarray(K, dtype=np.float64), fmt="%.10g", delimiter="\t")
+    os.replace(tmp, path)
+    return path

@@ -46,6 +46,32 @@ def mouse(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def mouse_gk2(mouse):
+    """GEMMA's standardised GRM (``gemma -gk 2``) of mouse_hs1940: the sXX.txt path."""
+    subprocess.run(["gemma", "-bfile", "mouse_hs1940", "-gk", "2", "-o", "mouse"],
+                   cwd=mouse["dir"], check=True, capture_output=True)
+    return mouse["dir"] / "output/mouse.sXX.txt"
+
+
+@pytest.fixture(scope="session")
+def mouse_lmm4(mouse):
+    """``gemma -lmm 4`` (Wald, LRT, score) on mouse_hs1940 phenotype 1 with covariates.
+
+    The covariate file is an intercept and the sex column of the .fam (1/2), as
+    GEMMA requires the intercept column.  Returns ``covar``, ``assoc``, ``log``.
+    """
+    d = mouse["dir"]
+    with open(d / "mouse_hs1940.fam") as fam, open(d / "covar_sex.txt", "w") as out:
+        for line in fam:
+            out.write(f"1\t{line.split()[4]}\n")
+    subprocess.run(["gemma", "-bfile", "mouse_hs1940", "-k", "output/mouse.cXX.txt",
+                    "-c", "covar_sex.txt", "-lmm", "4", "-n", "1", "-o", "mouse_lmm4"],
+                   cwd=d, check=True, capture_output=True)
+    return {"covar": d / "covar_sex.txt", "assoc": d / "output/mouse_lmm4.assoc.txt",
+            "log": d / "output/mouse_lmm4.log.txt"}
+
+
+@pytest.fixture(scope="session")
 def plink(tmp_path_factory):
     """A simulated PLINK fileset: 60 families (300 samples) x 3000 variants."""
     from dlmm.demo import write_demo_plink
