@@ -92,7 +92,7 @@ def compare(name: str, prefix: Path, d: Path, reps: int) -> None:
     mx, md, k = agreement(d)
     print(f"{name}: GEMMA -gk 1 + -lmm 2 median {med['gemma']:.2f} s; dlmm scan median "
           f"{med['dlmm']:.2f} s; ratio GEMMA/dlmm {med['gemma'] / med['dlmm']:.2f}")
-    print(f"  runs (s): GEMMA " + " ".join(f"{t:.2f}" for t in times["gemma"])
+    print("  runs (s): GEMMA " + " ".join(f"{t:.2f}" for t in times["gemma"])
           + "; dlmm " + " ".join(f"{t:.2f}" for t in times["dlmm"]))
     print(f"  {k} variants in both: |d(-log10 p)| max {mx:.2e}, median {md:.2e}", flush=True)
 

@@ -317,8 +317,6 @@ def _null_lines(a) -> list[str]:
 
 def _skipped_line(res, maf: float, max_missing: float) -> str | None:
     """Why the variants that were not tested were skipped, as one log line."""
-    import numpy as np
-
     skip = ~res["variant_lmm_tested"].values.astype(bool)
     if not skip.any():
         return None

@@ -241,7 +241,8 @@ def _has_dominance(dosage: np.ndarray, rtol: float = 1e-8) -> np.ndarray:
     return resid > rtol * np.maximum(sdd, 1e-300)
 
 
-def grm_block(dosage: np.ndarray, use: np.ndarray, standardise: bool = False) -> np.ndarray:
+def grm_block(dosage: np.ndarray, use: np.ndarray, standardise: bool = False,
+              cols: np.ndarray | None = None) -> np.ndarray:
     """One block's contribution to a GRM (GEMMA ``-gk 1`` / ``-gk 2``).
 
     Parameters
@@ -249,10 +250,13 @@ def grm_block(dosage: np.ndarray, use: np.ndarray, standardise: bool = False) ->
     dosage : (m, n) dosages with NaN for missing, on all samples.
     use : (m,) bool, the variants that enter the GRM.
     standardise : False for the centred GRM, True for the standardised one.
+    cols : (n,) bool, the samples whose rows and columns to return (centring
+        and scaling still use all n); default all.
 
     Returns
     -------
-    (n, n) sum over used variants of ``x_c x_c^T`` (divide by their count).
+    (n, n) (or (cols, cols)) sum over used variants of ``x_c x_c^T`` (divide by
+    their count).
     """
     dosage = np.asarray(dosage)
     n = dosage.shape[1]
@@ -267,6 +271,8 @@ def grm_block(dosage: np.ndarray, use: np.ndarray, standardise: bool = False) ->
         var = np.einsum("ij,ij->i", xc, xc) / n
         scale = np.where(var > 0, 1.0 / np.sqrt(np.where(var > 0, var, 1.0)), 1.0)
         xc *= scale[:, None]
+    if cols is not None:
+        xc = take(xc, cols=cols)
     return xc.T @ xc  # A^T A: numpy calls BLAS syrk
 
 
@@ -922,8 +928,8 @@ def _test_block(Xr, *, s, Wr, yr, logl_null, null_start, solver, em_tol, em_max_
     (``beta``, ``se`` as (m, k))."""
     m, k, n = Xr.shape
     if solver == "exact":
-        def solve(part):
-            return fit_exact(s, Wr, yr, part)
+        def solve(part):  # most variants' lambda is near the null model's
+            return fit_exact(s, Wr, yr, part, start=lam_null)
     elif solver == "em":
         start = None
         if null_start is not None:
@@ -954,7 +960,7 @@ def _test_block(Xr, *, s, Wr, yr, logl_null, null_start, solver, em_tol, em_max_
                     "iterations": fit.iterations})
         beta, se = fit.beta[:, c0:], fit.se[:, c0:]
     if "wald" in tests:
-        fits = [fit_exact(s, Wr, yr, part, reml=True) for part in parts]
+        fits = [fit_exact(s, Wr, yr, part, reml=True, start=lam_null) for part in parts]
         wa = [wald_test(s, Wr, yr, part, f.lam) for part, f in zip(parts, fits)]
         fit_r = _concat_fits(fits)
         res.update({"logl_remle": fit_r.logl, "l_remle": fit_r.lam,

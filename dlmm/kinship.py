@@ -10,23 +10,50 @@ from . import kernels
 __all__ = ["grm", "grm_loco", "split_at_contigs"]
 
 
-def _grm_part(block, samples, covariates, maf, max_missing, standardise):
+def _grm_part(block, samples, covariates, maf, max_missing, standardise, subset):
+    """One task per block: ``[vec(sum x_c x_c^T), number of variants]``, (1, N*N + 1)."""
     from .blas import single_threaded
 
-    use = kernels.block_stats(np.asarray(block, dtype=np.float64)[:, samples], covariates,
+    use = kernels.block_stats(kernels.take(block, cols=samples), covariates,
                               maf=maf, max_missing=max_missing)["tested"]
     with single_threaded():
-        return kernels.grm_block(block, use, standardise)[None]
+        part = kernels.grm_block(block, use, standardise, cols=samples if subset else None)
+    return np.concatenate([part.ravel(), [float(use.sum())]])[None]
 
 
-def _grm_count(block, samples, covariates, maf, max_missing):
-    use = kernels.block_stats(np.asarray(block, dtype=np.float64)[:, samples], covariates,
-                              maf=maf, max_missing=max_missing)["tested"]
-    return np.array([use.sum()], dtype=np.float64)
+def _grm_parts(ds, samples, covariates, maf, max_missing, standardise, subset,
+               split_contigs=False):
+    """The genotype pass, one task per block (split at contigs on request).
+
+    Returns ``(parts, n_out, block_contig)``: the lazy (blocks, n_out**2 + 1)
+    array of :func:`_grm_part`, n_out (all samples, or the analysed ones with
+    ``subset``) and each block's contig index (None unless ``split_contigs``).
+    """
+    import dask
+    import dask.array as da
+
+    dosage = ds["call_dosage"].data
+    if not isinstance(dosage, da.Array):
+        dosage = da.from_array(dosage, chunks=(10_000, -1))
+    dosage = dosage.rechunk({1: -1})
+    n = dosage.shape[1]
+    if samples is None:
+        samples = np.ones(n, dtype=bool)
+    block_contig = None
+    if split_contigs:
+        dosage, block_contig = split_at_contigs(dosage, ds["variant_contig"].values)
+    n_out = int(np.sum(samples)) if subset else n
+    nb = dosage.numblocks[0]
+    samples, covariates = (dask.delayed(v, pure=True) for v in (samples, covariates))
+    parts = dosage.map_blocks(_grm_part, samples, covariates, maf, max_missing, standardise,
+                              subset, chunks=((1,) * nb, (n_out * n_out + 1,)),
+                              dtype=np.float64)
+    return parts, n_out, block_contig
 
 
 def grm(ds: xr.Dataset, samples: np.ndarray | None = None, covariates: np.ndarray | None = None,
-        *, standardise: bool = False, maf: float = 0.01, max_missing: float = 0.05) -> xr.DataArray:
+        *, standardise: bool = False, maf: float = 0.01, max_missing: float = 0.05,
+        subset: bool = False) -> xr.DataArray:
     """Genomic relatedness matrix of all samples, as GEMMA ``-gk 1`` (``-gk 2``).
 
     The variants used are those passing GEMMA's filters on the analysed
@@ -41,6 +68,9 @@ def grm(ds: xr.Dataset, samples: np.ndarray | None = None, covariates: np.ndarra
     samples : (samples,) bool, the analysed samples (default: all).
     covariates : (n_analysed, c) covariates, for GEMMA's collinearity filter.
     standardise : False for ``-gk 1`` (centred), True for ``-gk 2``.
+    subset : only the analysed samples' rows and columns (what a scan uses:
+        ``(n_analysed / n)^2`` of the work); the centring is still over all
+        samples, so they equal those entries of the full GRM.
 
     Returns
     -------
@@ -48,26 +78,13 @@ def grm(ds: xr.Dataset, samples: np.ndarray | None = None, covariates: np.ndarra
     ``sample_id`` coordinate (when ``ds`` has it) and ``attrs["kind"]``
     (``"centred"`` or ``"standardised"``).
     """
-    import dask
-    import dask.array as da
-
-    dosage = ds["call_dosage"].data
-    if not isinstance(dosage, da.Array):
-        dosage = da.from_array(dosage, chunks=(10_000, -1))
-    dosage = dosage.rechunk({1: -1})
-    n = dosage.shape[1]
-    if samples is None:
-        samples = np.ones(n, dtype=bool)
-    nb = dosage.numblocks[0]
-    samples, covariates = (dask.delayed(v, pure=True) for v in (samples, covariates))
-    parts = dosage.map_blocks(_grm_part, samples, covariates, maf, max_missing, standardise,
-                              new_axis=2, chunks=((1,) * nb, (n,), (n,)), dtype=np.float64)
-    counts = dosage.map_blocks(_grm_count, samples, covariates, maf, max_missing,
-                               drop_axis=1, chunks=((1,) * nb,), dtype=np.float64)
-    K = parts.sum(axis=0) / counts.sum()
+    parts, n, _ = _grm_parts(ds, samples, covariates, maf, max_missing, standardise, subset)
+    total = parts.sum(axis=0)
+    K = total[:-1].reshape(n, n) / total[-1]
     out = xr.DataArray(K, dims=("samples", "samples_2"), name="grm")
     if "sample_id" in ds:
-        out = out.assign_coords(sample_id=("samples", np.asarray(ds["sample_id"].values)))
+        ids = np.asarray(ds["sample_id"].values)
+        out = out.assign_coords(sample_id=("samples", ids[samples] if subset else ids))
     out.attrs.update(kind="standardised" if standardise else "centred",
                      gemma_equivalent=f"gemma -gk {2 if standardise else 1}")
     return out
@@ -111,30 +128,18 @@ def grm_loco(ds: xr.Dataset, samples: np.ndarray | None = None,
     (``contigs`` indexes ``ds.contig_id``; a contig without variants gets the
     whole-genome GRM).
     """
-    import dask
     import dask.array as da
 
-    dosage = ds["call_dosage"].data
-    if not isinstance(dosage, da.Array):
-        dosage = da.from_array(dosage, chunks=(10_000, -1))
-    dosage = dosage.rechunk({1: -1})
-    n = dosage.shape[1]
-    if samples is None:
-        samples = np.ones(n, dtype=bool)
-    dosage, block_contig = split_at_contigs(dosage, ds["variant_contig"].values)
-    nb = dosage.numblocks[0]
+    parts, n, block_contig = _grm_parts(ds, samples, covariates, maf, max_missing,
+                                        standardise, False, split_contigs=True)
     n_contigs = ds.sizes.get("contigs", int(block_contig.max(initial=-1)) + 1)
-    samples, covariates = (dask.delayed(v, pure=True) for v in (samples, covariates))
-    parts = dosage.map_blocks(_grm_part, samples, covariates, maf, max_missing, standardise,
-                              new_axis=2, chunks=((1,) * nb, (n,), (n,)), dtype=np.float64)
-    counts = dosage.map_blocks(_grm_count, samples, covariates, maf, max_missing,
-                               drop_axis=1, chunks=((1,) * nb,), dtype=np.float64)
     sums, nums = [], []
     for c in range(n_contigs):
         idx = np.flatnonzero(block_contig == c)
         if idx.size:
-            sums.append(parts[idx].sum(axis=0))
-            nums.append(counts[idx].sum())
+            total = parts[idx].sum(axis=0)
+            sums.append(total[:-1].reshape(n, n))
+            nums.append(total[-1])
         else:
             sums.append(da.zeros((n, n), chunks=(n, n)))
             nums.append(da.zeros((), dtype=np.float64))

@@ -142,8 +142,9 @@ def _prepare_traits(ds, Y, *, kinship, covariates, center, solver, maf, max_miss
     if any((c[1] != samples).any() for c in checked):
         raise ValueError("the traits of one group must be missing on the same samples")
     if K is None:
-        K = grm(ds, samples, W, maf=maf, max_missing=max_missing).values
-    K = K[np.ix_(samples, samples)]
+        K = grm(ds, samples, W, maf=maf, max_missing=max_missing, subset=True).values
+    else:
+        K = K[np.ix_(samples, samples)]
     if center:
         K = kernels.center_kinship(K)
     eig = kernels.eigh_kinship(K)
@@ -227,7 +228,6 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
     coordinates, and the null model's figures in ``attrs`` (one list entry per
     trait for many traits).
     """
-    import dask
     import dask.array as da
 
     if model not in ("additive", "genotypic"):
