@@ -227,7 +227,6 @@ def convert(ds: xr.Dataset, path: str | os.PathLike, *, chunk_size: int = 10_000
     genotype matrix is never in memory at once.  Written to a temporary name
     and renamed when complete.
     """
-    import shutil
 
     import dask.array as da
 
@@ -249,10 +248,18 @@ def convert(ds: xr.Dataset, path: str | os.PathLike, *, chunk_size: int = 10_000
     for v in out.data_vars:
         if v.startswith("variant_"):
             enc[v] = {"chunks": (chunk_size,) + out[v].shape[1:]}
+    return _to_zarr_renamed(out, path, enc)
+
+
+def _to_zarr_renamed(ds: xr.Dataset, path: Path, encoding: dict) -> Path:
+    """Write ``ds`` as a consolidated Zarr store under a temporary name, then rename
+    it to ``path`` (replacing what was there): a reader never sees half a store."""
+    import shutil
+
     tmp = path.with_name(path.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    out.to_zarr(tmp, mode="w", zarr_format=ZARR_FORMAT, consolidated=True, encoding=enc)
+    ds.to_zarr(tmp, mode="w", zarr_format=ZARR_FORMAT, consolidated=True, encoding=encoding)
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
@@ -292,7 +299,6 @@ def write_kinship_zarr(K: xr.DataArray, path: str | os.PathLike, *,
     ``sample_id`` (samples,) and K's attrs; :func:`dlmm.io.read_kinship`
     reads it back.
     """
-    import shutil
 
     from .errors import InputError
 
@@ -309,14 +315,7 @@ def write_kinship_zarr(K: xr.DataArray, path: str | os.PathLike, *,
         ds["sample_id"] = ds["sample_id"].astype(object)
     side = min(n, 4096)
     enc = {KINSHIP_VARIABLE: {"chunks": (side, side)}}
-    tmp = path.with_name(path.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    ds.to_zarr(tmp, mode="w", zarr_format=ZARR_FORMAT, consolidated=True, encoding=enc)
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-    return path
+    return _to_zarr_renamed(ds, path, enc)
 
 
 def write_kinship_text(K, path: str | os.PathLike) -> Path:

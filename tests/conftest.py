@@ -14,6 +14,18 @@ GEMMA_EXAMPLE = Path("/usr/share/doc/gemma/example")
 DATA = Path(__file__).parent / "data"
 
 
+def gemma_log(path) -> dict[str, str]:
+    """The ``## name = value`` lines of a GEMMA (or dlmm) log, as strings."""
+    import re
+
+    vals = {}
+    for line in open(path):
+        m = re.match(r"## (.+?) = (.+)$", line.strip())
+        if m:
+            vals[m.group(1).strip()] = m.group(2).strip()
+    return vals
+
+
 def need_peer(what: str, ok: bool):
     """Skip when a reference tool is absent, but fail where CI promised it."""
     if ok:

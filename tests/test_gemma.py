@@ -11,7 +11,6 @@ lnL under both hypotheses, which is the offset earlier implementations saw.)
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 
@@ -22,21 +21,14 @@ import pytest
 import dlmm
 from dlmm import io
 
-
-def _gemma_log(path):
-    vals = {}
-    for line in open(path):
-        m = re.match(r"## (.+?) = (.+)$", line.strip())
-        if m:
-            vals[m.group(1).strip()] = m.group(2).strip()
-    return vals
+from conftest import gemma_log
 
 
 def _dlmm_scan(mouse, out, *extra):
     cmd = [sys.executable, "-m", "dlmm.cli", "scan", str(mouse["prefix"]), "--out", str(out),
            *extra]
     subprocess.run(cmd, check=True, capture_output=True)
-    return pd.read_csv(f"{out}.assoc.tsv", sep="\t"), _gemma_log(f"{out}.log.txt")
+    return pd.read_csv(f"{out}.assoc.tsv", sep="\t"), gemma_log(f"{out}.log.txt")
 
 
 def test_grm_equals_gemma_gk1(mouse):
@@ -66,7 +58,7 @@ def test_exact_lrt_matches_gemma_lmm2(mouse, tmp_path, kinship):
     np.testing.assert_allclose(ours["logl_H1"], gemma["logl_H1"], rtol=1e-6)
     np.testing.assert_allclose(ours["l_mle"], gemma["l_mle"], rtol=1e-4)
     # the null fit, to the precision GEMMA's log prints
-    glog = _gemma_log(mouse["log"])
+    glog = gemma_log(mouse["log"])
     for key in ("pve estimate in the null model", "se(pve) in the null model",
                 "vg estimate in the null model", "ve estimate in the null model",
                 "MLE log-likelihood in the null model",

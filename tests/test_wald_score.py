@@ -3,7 +3,6 @@ on mouse_hs1940, and the kernels' Wald/score algebra against independent computa
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 
@@ -14,14 +13,7 @@ from scipy import stats
 
 from dlmm import kernels
 
-
-def _log(path):
-    vals = {}
-    for line in open(path):
-        m = re.match(r"## (.+?) = (.+)$", line.strip())
-        if m:
-            vals[m.group(1).strip()] = m.group(2).strip()
-    return vals
+from conftest import gemma_log
 
 
 def test_all_tests_with_covariates_match_gemma_lmm4(mouse, mouse_lmm4, tmp_path):
@@ -47,13 +39,13 @@ def test_all_tests_with_covariates_match_gemma_lmm4(mouse, mouse_lmm4, tmp_path)
     np.testing.assert_allclose(ours["se"], gemma["se"], rtol=1e-5)
     np.testing.assert_allclose(ours["beta"], gemma["beta"], rtol=1e-4, atol=1e-6)
     # the REML null figures (pve and its se) to the digits GEMMA's log prints
-    ours_log, glog = _log(f"{out}.log.txt"), _log(mouse_lmm4["log"])
+    ours_log, glog = gemma_log(f"{out}.log.txt"), gemma_log(mouse_lmm4["log"])
     for key in ("pve estimate in the null model", "se(pve) in the null model",
                 "REMLE log-likelihood in the null model", "MLE log-likelihood in the null model",
                 "vg estimate in the null model", "ve estimate in the null model",
                 "number of covariates", "number of analyzed individuals"):
         assert ours_log[key] == glog[key], (key, ours_log[key], glog[key])
-    plain = _log(mouse["log"])  # -lmm 2 without the covariate: the covariate matters
+    plain = gemma_log(mouse["log"])  # -lmm 2 without the covariate: the covariate matters
     assert plain["pve estimate in the null model"] != glog["pve estimate in the null model"]
 
 
