@@ -150,11 +150,15 @@ def test_store_paths_as_fsspec_urls(tmp_path):
         ds = io.open_store(where)
         np.testing.assert_array_equal(ds["call_dosage"].values, local["call_dosage"].values)
         got = dlmm.scan(ds, y).compute(scheduler="sync")
-        np.testing.assert_array_equal(got["variant_lmm_p_value"], base["variant_lmm_p_value"])
+        # the same genotypes; each scan eigendecomposes its GRM anew, and threaded
+        # LAPACK is not bit-reproducible: equal to rounding
+        np.testing.assert_allclose(got["variant_lmm_p_value"], base["variant_lmm_p_value"],
+                                   rtol=1e-8)
     # the command line takes the URL where it takes the store's path
     r = cli("scan", url, "--out", tmp_path / "u")
     assert r.returncode == 0, r.stderr
     r = cli("scan", tmp_path / "g.zarr", "--out", tmp_path / "l")
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "u.assoc.tsv").read_text() == (tmp_path / "l.assoc.tsv").read_text()
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "u.assoc.tsv", sep="\t"),
+                                  pd.read_csv(tmp_path / "l.assoc.tsv", sep="\t"), rtol=1e-8)
     assert store.open_results(tmp_path / "u.zarr").attrs["source"] == url
