@@ -521,7 +521,7 @@ def open_store(path: str | os.PathLike) -> xr.Dataset:
                              "indices", "give a VCF Zarr store (bio2zarr, sgkit or "
                              "`dlmm convert`)")
         g = _checked_read(p, "call_genotype", gt)
-        dos = (g > 0).sum(axis=-1).astype(np.float32)
+        dos = (g > 0).sum(axis=-1, dtype=np.int8).astype(np.float32)  # no int64 temporary
         dosage = da.where((g < 0).any(axis=-1), np.float32(np.nan), dos)
         ds = ds.assign(call_dosage=(("variants", "samples"), dosage))
     elif ds["call_dosage"].dims != ("variants", "samples"):

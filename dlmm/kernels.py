@@ -902,8 +902,10 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
         xi = impute_mean(x, st["mean"])
         t &= _has_dominance(xi)
         xt = xi[t]
+        del xi
     else:
         xt = take(x, rows=t, fill=np.nan_to_num(st["mean"]))
+    del x  # one (m, n) float64 copy fewer while the block is rotated and fitted
     out[:, :, 2] = t[:, None]
     if t.any():
         X = variant_design(xt, model)
