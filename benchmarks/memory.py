@@ -45,11 +45,14 @@ def write_store(d: Path, n: int, m: int, chunk: int, seed: int) -> tuple[Path, P
     return store, pheno
 
 
-def measure(store: Path, pheno: Path, out: Path, workers: int, chunk: int) -> dict:
+def measure(store: Path, pheno: Path, out: Path, workers: int, chunk: int,
+            extra: tuple[str, ...] = (), threads: int = 1) -> dict:
+    """Run ``dlmm scan`` (plus ``extra`` options) as its own process on a fresh local
+    cluster of ``workers`` processes x ``threads``; wall time and peak memories."""
     import psutil
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+    with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
                       memory_limit=0, dashboard_address=None) as cluster, \
             Client(cluster) as c:
         pids = list(c.run(os.getpid).values())
@@ -67,7 +70,8 @@ def measure(store: Path, pheno: Path, out: Path, workers: int, chunk: int) -> di
         t.start()
         p = subprocess.Popen([sys.executable, "-m", "dlmm.cli", "scan", str(store), "--pheno",
                               str(pheno), "--scheduler", cluster.scheduler_address,
-                              "--chunk-size", str(chunk), "--out", str(out), "--overwrite"],
+                              "--chunk-size", str(chunk), "--out", str(out), "--overwrite",
+                              *extra],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _, status, usage = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0

@@ -57,6 +57,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="leave one chromosome out: test each chromosome's variants with the "
                    "GRM of the other chromosomes (one pass over the genotypes; one "
                    "eigendecomposition and null fit per chromosome); not with --kinship")
+    s.add_argument("--kinship-variants", metavar="FILE|N",
+                   help="low-rank mode (FaST-LMM): the kinship is the GRM of these variants "
+                   "only, a file of variant ids or a count N (N variants spread evenly); "
+                   "no n x n matrix, each variant's fit costs O(n k) for k of them; "
+                   "not with --kinship or --loco")
+    s.add_argument("--kinship-rank", type=int, metavar="K",
+                   help="low-rank mode: keep the kinship's K largest eigenpairs (of --kinship, "
+                   "the GRM, or the --kinship-variants GRM); equal to the full scan when the "
+                   "kinship's rank is at most K")
     s.add_argument("--no-center-kinship", dest="center", action="store_false",
                    help="use the kinship as given (GEMMA double-centres it)")
     s.add_argument("--maf", type=float, default=0.01, help="minimum allele frequency (0.01)")
@@ -248,6 +257,8 @@ def _load(args):
         args.traits = [f"pheno{c}" for c in cols]
     K = io.read_kinship(args.kinship, n, ds["sample_id"].values) if args.kinship else None
     W = _covariates(args, n)
+    if getattr(args, "kinship_variants", None) is not None:
+        args.kinship_index = io.kinship_variants(args.kinship_variants, ds["variant_id"].values)
     return ds, y, ysrc, K, W
 
 
@@ -273,6 +284,10 @@ def _count_lines(attrs, n_variants: int, n_tested: int | None) -> list[str]:
     ]
     if n_tested is not None:
         lines.append(f"## number of analyzed SNPs/var = {n_tested}")
+    if attrs.get("kinship_rank", attrs["n_analysed"]) < attrs["n_analysed"]:
+        used = attrs.get("kinship_variants_used")
+        lines.append(f"## low-rank kinship: rank {attrs['kinship_rank']}"
+                     + ("" if used is None else f", the GRM of {used} variants"))
     return lines
 
 
@@ -373,6 +388,8 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
     if options.get("loco") and kinship is not None:
         raise InputError("--loco", "LOCO computes one GRM per chromosome itself",
                          "drop --kinship when using --loco")
+    scan_mod.check_lowrank(ds, options.get("kinship_variants"), options.get("kinship_rank"),
+                           kinship=kinship, loco=options.get("loco", False))
     t0 = time.perf_counter()
     m = ds.sizes["variants"]
     with _client(scheduler) as (client, cluster):
@@ -446,8 +463,10 @@ def _scan(args) -> int:
              em_start=args.em_start, center=args.center, maf=args.maf,
              max_missing=args.max_missing, em_tol=args.em_tol, em_max_iter=args.em_max_iter,
              test=args.test, traits=getattr(args, "traits", None), loco=args.loco,
-             plot=args.plot,
-             sources={"phenotype_source": ysrc, "kinship_source": args.kinship or "kinship",
+             kinship_variants=getattr(args, "kinship_index", None),
+             kinship_rank=args.kinship_rank, plot=args.plot,
+             sources={"phenotype_source": ysrc,
+                      "kinship_source": args.kinship or args.kinship_variants or "kinship",
                       "covariate_source": args.covar or "covariates"})
     return 0
 

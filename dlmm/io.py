@@ -21,6 +21,7 @@ from .errors import InputError
 
 __all__ = [
     "balanced_chunks",
+    "kinship_variants",
     "read_plink",
     "read_text_genotypes",
     "read_fam_phenotype",
@@ -377,6 +378,44 @@ def _align_kinship(K: np.ndarray, ids: np.ndarray, sample_id, source) -> np.ndar
                          f"not genotyped ({_few(extra)})",
                          "give the kinship of exactly the genotype samples (sample_id)")
     return K[np.ix_(pos, pos)]
+
+
+def kinship_variants(spec: str | int, variant_id) -> np.ndarray:
+    """The variants forming a low-rank kinship (``--kinship-variants``), as indices.
+
+    Parameters
+    ----------
+    spec : a count N (N variants spread evenly over the genome, the first and
+        the last included), or a file of variant ids (whitespace separated, e.g.
+        one per line; a PLINK ``--extract`` list).
+    variant_id : (variants,) the genotypes' variant ids.
+
+    Returns
+    -------
+    Sorted unique int64 indices into ``variants``.
+    """
+    m = len(variant_id)
+    text = str(spec).strip()
+    if text.isdigit():
+        count = int(text)
+        if not 1 <= count <= m:
+            raise InputError("--kinship-variants", f"{count} variants asked of {m}",
+                             f"give a count between 1 and {m}, or a file of variant ids")
+        return np.unique(np.linspace(0, m - 1, count).round().astype(np.int64))
+    path = _need_file(text, "kinship variant list")
+    wanted = path.read_text().split()
+    if not wanted:
+        raise InputError(path, "the kinship variant list is empty",
+                         "list variant ids, one per line")
+    index: dict[str, int] = {}
+    for j, v in enumerate(str(v) for v in np.asarray(variant_id, dtype=object)):
+        index.setdefault(v, j)
+    unknown = [v for v in wanted if v not in index]
+    if unknown:
+        raise InputError(path, f"{len(unknown)} of {len(wanted)} kinship variant ids are not in "
+                         f"the genotypes ({_few(unknown)})",
+                         "list ids of the genotypes' variants (variant_id, PLINK .bim column 2)")
+    return np.unique(np.array([index[v] for v in wanted], dtype=np.int64))
 
 
 def _few(values, k: int = 3) -> str:

@@ -27,6 +27,9 @@ __all__ = [
     "center_kinship",
     "LOG_LAMBDA_BOUNDS",
     "eigh_kinship",
+    "eigen_from_svd",
+    "lowrank_rest",
+    "grm_genotypes",
     "rotate",
     "dominance",
     "block_stats",
@@ -64,7 +67,8 @@ def center_kinship(kinship: np.ndarray) -> np.ndarray:
     return K - K.mean(axis=1, keepdims=True)
 
 
-def eigh_kinship(kinship: np.ndarray, tol: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def eigh_kinship(kinship: np.ndarray, tol: float | None = None,
+                 rank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Eigendecompose a kinship matrix once.
 
     Parameters
@@ -72,17 +76,57 @@ def eigh_kinship(kinship: np.ndarray, tol: float | None = None) -> tuple[np.ndar
     kinship : (n, n) float array, symmetric.
     tol : eigenvalues below ``tol`` (default :data:`EIGEN_TOL`) become exactly
         0, so a singular (e.g. centred) GRM has no random effect along them.
+    rank : keep only the ``rank`` largest eigenpairs (the low-rank mode:
+        ``kinship ~ U diag(s) U^T`` with U (n, rank); LAPACK computes only
+        those); default all.
 
     Returns
     -------
-    s : (n,) eigenvalues, ascending, >= 0.
-    U : (n, n) orthonormal eigenvectors, ``kinship = U diag(s) U^T``.
+    s : (r,) eigenvalues, ascending, >= 0: r = n, or with ``rank`` the
+        non-zero ones among the ``rank`` largest.
+    U : (n, r) orthonormal eigenvectors, ``kinship = U diag(s) U^T`` (for r = n).
     """
     tol = EIGEN_TOL if tol is None else tol
-    s, U = np.linalg.eigh(np.asarray(kinship, dtype=np.float64))
+    K = np.asarray(kinship, dtype=np.float64)
+    n = K.shape[0]
+    if rank is None or rank >= n:
+        s, U = np.linalg.eigh(K)
+    else:
+        from scipy.linalg import eigh
+
+        s, U = eigh(K, subset_by_index=[n - rank, n - 1], driver="evr")
+        keep = s >= tol  # a zero eigenvalue's vector is part of the rest
+        return s[keep], np.ascontiguousarray(U[:, keep])
     s = s.copy()
     s[s < tol] = 0.0
     return s, U
+
+
+def eigen_from_svd(U: np.ndarray, sv: np.ndarray, tol: float | None = None,
+                   rank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(s, U)`` of ``K = Z Z^T`` from a thin SVD ``Z = U diag(sv) V^T`` of a factor.
+
+    The low-rank kinship of FaST-LMM: with ``Z = [x_1 .. x_q] / sqrt(q)`` the
+    centred genotypes of q variants, K is their GRM, of rank <= q, and its
+    eigenpairs come from the SVD of the (n, q) factor in O(n q^2), with no
+    n x n matrix.
+
+    Parameters
+    ----------
+    U : (n, q') left singular vectors; sv : (q',) singular values.
+    tol : as in :func:`eigh_kinship` (on the eigenvalues ``sv**2``).
+    rank : keep only the ``rank`` largest; default all.
+
+    Returns
+    -------
+    s : (r,) the non-zero eigenvalues (of the ``rank`` largest) ascending;
+    U : (n, r) C-contiguous.
+    """
+    tol = EIGEN_TOL if tol is None else tol
+    sv = np.asarray(sv, dtype=np.float64)
+    order = np.argsort(sv)[::-1][:rank]  # the largest first
+    order = order[sv[order] ** 2 >= tol][::-1]  # a zero one is part of the rest
+    return sv[order] ** 2, np.ascontiguousarray(np.asarray(U, dtype=np.float64)[:, order])
 
 
 def rotate(U: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -258,6 +302,18 @@ def grm_block(dosage: np.ndarray, use: np.ndarray, standardise: bool = False,
     (n, n) (or (cols, cols)) sum over used variants of ``x_c x_c^T`` (divide by
     their count).
     """
+    xc = grm_genotypes(dosage, use, standardise, cols)
+    return xc.T @ xc  # A^T A: numpy calls BLAS syrk
+
+
+def grm_genotypes(dosage: np.ndarray, use: np.ndarray, standardise: bool = False,
+                  cols: np.ndarray | None = None) -> np.ndarray:
+    """The GRM's genotype factor of one block: ``grm_block = x_c^T x_c``.
+
+    Parameters are those of :func:`grm_block`.  Returns the (used, n) (or
+    (used, cols)) float64 centred (standardised) dosages of the used variants,
+    missing calls at the mean.
+    """
     dosage = np.asarray(dosage)
     n = dosage.shape[1]
     rows = np.flatnonzero(use)
@@ -273,7 +329,7 @@ def grm_block(dosage: np.ndarray, use: np.ndarray, standardise: bool = False,
         xc *= scale[:, None]
     if cols is not None:
         xc = take(xc, cols=cols)
-    return xc.T @ xc  # A^T A: numpy calls BLAS syrk
+    return xc
 
 
 # --------------------------------------------------------------------------
@@ -301,10 +357,11 @@ def _assemble(FF, FX, XX, c0):
     return M
 
 
-def _gram_shared(w, F, X):
+def _gram_shared(w, F, X, rest=None):
     """Gram matrices for weights shared by all variants.
 
-    w : (g, n) weight vectors; F : (n, f); X : (m, k, n).
+    w : (g, n) weight vectors; F : (n, f); X : (m, k, n); rest : (m, p, p)
+    added to every weight's Gram (see :func:`_grams`).
     Returns (m, g, p, p).
     """
     g, n = w.shape
@@ -318,7 +375,10 @@ def _gram_shared(w, F, X):
     for a in range(k):
         for b in range(a, k):
             XX[:, :, a, b] = XX[:, :, b, a] = (X[:, a, :] * X[:, b, :]) @ w.T
-    return _assemble(np.broadcast_to(FF, (m, g, f, f)), FX, XX, c0)
+    M = _assemble(np.broadcast_to(FF, (m, g, f, f)), FX, XX, c0)
+    if rest is not None:
+        M += rest[:, None]
+    return M
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
@@ -372,11 +432,15 @@ def _grams_kernel(lam, s, FT, X, n_weights, with_logdet):  # pragma: no cover (c
     return out, logdet
 
 
-def _grams(lam, s, F, X, derivatives=False, with_logdet=True):
+def _grams(lam, s, F, X, derivatives=False, with_logdet=True, rest=None):
     """Gram matrices of ``Z = [W, X_j, y]`` weighted by ``d = 1/(lam_j s + 1)``.
 
     lam : (m,) per-variant lambda (0 gives unit weights); s : (n,);
     F : (n, f) = [W, y]; X : (m, k, n).
+    rest : (m, p, p) Gram of the part of each ``Z_j`` outside the eigenvectors'
+        span (low-rank mode, :func:`lowrank_rest`): there every eigenvalue is
+        0, so it enters with weight 1 and adds nothing to log|H| or to the
+        derivatives.  None for a full eigenbasis.
 
     Returns ``(M, logdet)``: M (m, p, p), p = f + k, in the order covariates,
     variant columns, phenotype, or with ``derivatives`` (3, m, p, p): the Gram
@@ -393,7 +457,38 @@ def _grams(lam, s, F, X, derivatives=False, with_logdet=True):
                                 np.ascontiguousarray(F.T, dtype=np.float64),
                                 np.ascontiguousarray(X, dtype=np.float64),
                                 3 if derivatives else 1, with_logdet)
+    if rest is not None:
+        out[0] += rest
     return (out if derivatives else out[0]), logdet
+
+
+def lowrank_rest(F: np.ndarray, Fr: np.ndarray, X: np.ndarray | None = None,
+                 Xr: np.ndarray | None = None) -> np.ndarray:
+    """Gram of ``Z_j = [W, X_j, y]`` outside the span of thin eigenvectors U (n, r).
+
+    With ``K = U diag(s) U^T`` of rank r < n (FaST-LMM's low-rank form), the
+    covariance has eigenvalue ``se2 (lam s_i + 1)`` along U's columns and
+    ``se2`` on the (n - r)-dimensional rest.  The rest enters every likelihood
+    term only through ``Z'(I - U U^T)Z = Z'Z - (U^T Z)'(U^T Z)``: O(n) per variant
+    from the unrotated columns, with no n x n matrix.
+
+    Parameters
+    ----------
+    F : (n, f) = [W, y] on the samples; Fr : (r, f) = U^T F.
+    X : (m, k, n) variant columns; Xr : (m, k, r) = U^T X (default: none, k = 0).
+
+    Returns
+    -------
+    (m, p, p) in the column order of :func:`_grams` (m = 1 without X).
+    """
+    c0 = F.shape[1] - 1
+    FF = F.T @ F - Fr.T @ Fr
+    if X is None:
+        X, Xr = np.zeros((1, 0, F.shape[0])), np.zeros((1, 0, Fr.shape[0]))
+    m = X.shape[0]
+    FX = X @ F - Xr @ Fr
+    XX = np.einsum("mkn,mln->mkl", X, X) - np.einsum("mkn,mln->mkl", Xr, Xr)
+    return _assemble(np.broadcast_to(FF, (m,) + FF.shape), FX, XX, c0)
 
 
 # --------------------------------------------------------------------------
@@ -464,7 +559,8 @@ def _profile(M, M1, M2, logdet_h, dlogdet_h, d2logdet_h, n, reml, logdet_xtx):
 def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
               reml: bool = False, n_grid: int = 11, xtol: float = 1e-10,
               newton_tol: float = 1e-4, max_iter: int = 100,
-              start: float | np.ndarray | None = None) -> Fit:
+              start: float | np.ndarray | None = None, n: int | None = None,
+              rest: np.ndarray | None = None) -> Fit:
     """Exact (RE)ML fit of ``y = W b_w + X_j b_x + a + e`` for each variant j.
 
     For fixed ``lam = sa2/se2`` the fixed effects and se2 have closed forms, so
@@ -485,25 +581,28 @@ def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
     start : lambda to start the Newton steps from (scalar or (m,)), e.g. the
         null model's: used when it lies in the bracket the grid found around
         its best point, which keeps the grid's global search.
+    n, rest : low-rank mode (``s`` and the rotated data have r < n entries):
+        the number of samples and the (m, p, p) Gram outside the eigenvectors'
+        span (:func:`lowrank_rest`).  Default: a full eigenbasis, n = len(s).
 
     Returns
     -------
     Fit over the m variants; ``iterations`` counts Newton/bisection steps.
     """
     s = np.asarray(s, dtype=np.float64)
-    n = s.shape[0]
+    n = s.shape[0] if n is None else n
     m, k, _ = X.shape
     F = np.column_stack([W, y])
     logdet_xtx = 0.0
     if reml:
-        Z0 = _grams(np.zeros(m), s, F, X)[0]
+        Z0 = _grams(np.zeros(m), s, F, X, rest=rest)[0]
         logdet_xtx = np.linalg.slogdet(Z0[:, :-1, :-1])[1]
     lo_b, hi_b = LOG_LAMBDA_BOUNDS
     grid = np.linspace(lo_b, hi_b, n_grid)
     lam_g = np.exp(grid)[:, None]
     h = lam_g * s + 1.0
     d, ld = 1.0 / h, np.log(h).sum(-1)
-    Mg = _gram_shared(d, F, X)  # (m, g, p, p)
+    Mg = _gram_shared(d, F, X, rest)  # (m, g, p, p)
     MXX = Mg[..., :-1, :-1]
     b = np.linalg.solve(MXX, Mg[..., :-1, -1:])[..., 0]
     Q = Mg[..., -1, -1] - (Mg[..., :-1, -1] * b).sum(-1)
@@ -530,8 +629,9 @@ def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
             break
         ta = t[active]
         lam = np.exp(ta)[:, None]
-        (M, M1, M2), (ldh, dldh, d2ldh) = _grams(lam[:, 0], s, F, X[active],
-                                                 derivatives=True, with_logdet=False)
+        (M, M1, M2), (ldh, dldh, d2ldh) = _grams(
+            lam[:, 0], s, F, X[active], derivatives=True, with_logdet=False,
+            rest=None if rest is None else rest[active])
         ldxa = logdet_xtx[active] if reml else 0.0
         _, g1, g2, *_ = _profile(M, M1, M2, ldh, dldh, d2ldh, n, reml, ldxa)
         lam1 = lam[:, 0]
@@ -561,13 +661,13 @@ def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
         iterations[active] += 1
         done = at_lo | at_hi | converged | (step < xtol) | (ha - la < xtol)
         active = active[~done]
-    return _final_fit(s, F, X, t, n, reml, logdet_xtx, iterations)
+    return _final_fit(s, F, X, t, n, reml, logdet_xtx, iterations, rest)
 
 
-def _final_fit(s, F, X, t, n, reml, logdet_xtx, iterations):
+def _final_fit(s, F, X, t, n, reml, logdet_xtx, iterations, rest):
     """Evaluate the fit at ``t = log(lam)`` per variant."""
     lam = np.exp(t)
-    M, (ldh, dldh, d2ldh) = _grams(lam, s, F, X)
+    M, (ldh, dldh, d2ldh) = _grams(lam, s, F, X, rest=rest)
     logl, _, _, b, Q, MXX_inv, df = _profile(M, M, M, ldh, dldh, d2ldh, n, reml,
                                              logdet_xtx)
     se2 = Q / df
@@ -577,18 +677,23 @@ def _final_fit(s, F, X, t, n, reml, logdet_xtx, iterations):
 
 
 def profile_curvature(s: np.ndarray, W: np.ndarray, y: np.ndarray, lam: float,
-                      reml: bool = True) -> float:
+                      reml: bool = True, n: int | None = None,
+                      rest: np.ndarray | None = None) -> float:
     """Second derivative in ``lam`` of the profile (RE)ML null log-likelihood.
 
     Used for the standard error of the null pve, as GEMMA computes it.
+    ``n``, ``rest``: low-rank mode, as in :func:`fit_exact`.
     """
     s = np.asarray(s, dtype=np.float64)
     F = np.column_stack([W, y])
     X = np.zeros((1, 0, s.shape[0]))
     lam_a = np.array([[lam]])
-    (M, M1, M2), (ldh, dldh, d2ldh) = _grams(lam_a[:, 0], s, F, X, derivatives=True)
-    logdet_xtx = np.linalg.slogdet(W.T @ W)[1]
-    return float(_profile(M, M1, M2, ldh, dldh, d2ldh, s.shape[0], reml, logdet_xtx)[2][0])
+    (M, M1, M2), (ldh, dldh, d2ldh) = _grams(lam_a[:, 0], s, F, X, derivatives=True,
+                                             rest=rest)
+    WtW = _grams(np.zeros(1), s, F, X, rest=rest)[0][0, :-1, :-1]
+    logdet_xtx = np.linalg.slogdet(WtW)[1]
+    n = s.shape[0] if n is None else n
+    return float(_profile(M, M1, M2, ldh, dldh, d2ldh, n, reml, logdet_xtx)[2][0])
 
 
 # --------------------------------------------------------------------------
@@ -596,7 +701,8 @@ def profile_curvature(s: np.ndarray, W: np.ndarray, y: np.ndarray, lam: float,
 # --------------------------------------------------------------------------
 def fit_em(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
            start: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-           tol: float = 1e-5, max_iter: int = 100) -> Fit:
+           tol: float = 1e-5, max_iter: int = 100, n: int | None = None,
+           rest: np.ndarray | None = None) -> Fit:
     """The classic EM of the course lab, vectorised over a block of variants.
 
     In rotated coordinates the lab's dense algebra becomes diagonal:
@@ -617,6 +723,10 @@ def fit_em(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
     s, W, y, X : as in :func:`fit_exact`.
     start : ``(beta (m, c), sa2 (m,), se2 (m,))`` to start from (e.g. the null
         fit); the default is the lab's ``beta = 0, sa2 = 70, se2 = 10``.
+    n, rest : low-rank mode, as in :func:`fit_exact`.  Outside the
+        eigenvectors' span every eigenvalue is 0, so there ``w = 0``, ``a = 0``
+        and ``V = 0``: that part adds ``r' rest r`` (``r = [-b, 1]``) to the
+        residual sum of squares and to ``X'(y - a)`` its Gram, nothing else.
 
     Returns
     -------
@@ -624,12 +734,13 @@ def fit_em(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
     ``iterations`` is the number of EM updates; ``se`` is NaN (EM gives none).
     """
     s = np.asarray(s, dtype=np.float64)
-    n = s.shape[0]
+    r_eig = s.shape[0]
+    n = r_eig if n is None else n
     m, k, _ = X.shape
     c0 = W.shape[1]
     c = c0 + k
     F = np.column_stack([W, y])
-    XtX = _grams(np.zeros(m), s, F, X)[0][:, :-1, :-1]
+    XtX = _grams(np.zeros(m), s, F, X, rest=rest)[0][:, :-1, :-1]
     XtX_inv = np.linalg.pinv(XtX)
     pos = s > 0
     s_safe = np.where(pos, s, 1.0)
@@ -650,10 +761,17 @@ def fit_em(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
     def fitted(idx, b):
         return b[:, :c0] @ W.T + np.einsum("mk,mkn->mn", b[:, c0:], X[idx])
 
+    def rss_rest(idx, b):  # |y - X b|^2 outside the eigenvectors' span
+        if rest is None:
+            return 0.0
+        u = np.concatenate([-b, np.ones((b.shape[0], 1))], axis=1)
+        return np.einsum("ma,mab,mb->m", u, rest[idx], u)
+
     def loglik(idx, b, va, ve):
         C = va[:, None] * s + ve[:, None]
         r = y - fitted(idx, b)
-        return -0.5 * np.log(C).sum(-1) - 0.5 * (r * r / C).sum(-1)
+        return (-0.5 * np.log(C).sum(-1) - 0.5 * (r * r / C).sum(-1)
+                - 0.5 * (n - r_eig) * np.log(ve) - 0.5 * rss_rest(idx, b) / ve)
 
     every = np.arange(m)
     logl_prev = loglik(every, beta, sa2, se2)
@@ -668,10 +786,12 @@ def fit_em(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
         V = ve[:, None] * w
         ya = y - a
         Xty = np.concatenate([ya @ W, np.einsum("mkn,mn->mk", X[active], ya)], axis=1)
+        if rest is not None:
+            Xty += rest[active, :-1, -1]
         b = np.einsum("mab,mb->ma", XtX_inv[active], Xty)
         va = (np.where(pos, (a * a + V) / s_safe, 0.0)).sum(-1) / rank
         res = y - fitted(active, b) - a
-        ve = ((res * res).sum(-1) + V.sum(-1)) / n
+        ve = ((res * res).sum(-1) + rss_rest(active, b) + V.sum(-1)) / n
         beta[active], sa2[active], se2[active] = b, va, ve
         iterations[active] += 1
         logl_new = loglik(active, b, va, ve)
@@ -757,7 +877,8 @@ def _f_tests(P_xx, P_xy, P_yy, n, c0):
 
 
 def wald_test(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray,
-              lam: np.ndarray) -> dict[str, np.ndarray]:
+              lam: np.ndarray, n: int | None = None,
+              rest: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Wald F-test of the variant columns at a per-variant ``lam`` (GEMMA ``-lmm 1``).
 
     GEMMA evaluates it at each variant's REML estimate of ``lam`` (``l_remle``,
@@ -769,6 +890,7 @@ def wald_test(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray,
     ----------
     s : (n,) eigenvalues; W : (n, c0) rotated covariates; y : (n,) rotated phenotype.
     X : (m, k, n) rotated variant columns.  lam : (m,) sa2/se2 per variant.
+    n, rest : low-rank mode, as in :func:`fit_exact`.
 
     Returns
     -------
@@ -776,18 +898,21 @@ def wald_test(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray,
     """
     s = np.asarray(s, dtype=np.float64)
     F = np.column_stack([W, y])
-    M = _grams(np.asarray(lam, dtype=np.float64), s, F, X, with_logdet=False)[0]
-    beta, se, stat, _, df = _f_tests(*_residual_gram(M, W.shape[1]), s.shape[0], W.shape[1])
+    M = _grams(np.asarray(lam, dtype=np.float64), s, F, X, with_logdet=False, rest=rest)[0]
+    n = s.shape[0] if n is None else n
+    beta, se, stat, _, df = _f_tests(*_residual_gram(M, W.shape[1]), n, W.shape[1])
     return {"beta": beta, "se": se, "stat": stat, "p": stats.f.sf(stat, X.shape[1], df)}
 
 
 def score_test(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray,
-               lam_null: float) -> dict[str, np.ndarray]:
+               lam_null: float, n: int | None = None,
+               rest: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Score F-test of the variant columns at the null model's ML ``lam`` (GEMMA ``-lmm 3``).
 
     Every variant shares the weights ``1 / (lam_null s + 1)``, so no per-variant
     fit is needed: ``F = n P_xy' P_xx^-1 P_xy / (P_yy k)`` on ``(k, n - c0 - k)``
     degrees of freedom, with ``P`` the projection orthogonal to ``W``.
+    ``n``, ``rest``: low-rank mode, as in :func:`fit_exact`.
 
     Returns
     -------
@@ -796,8 +921,10 @@ def score_test(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray,
     """
     s = np.asarray(s, dtype=np.float64)
     F = np.column_stack([W, y])
-    M = _grams(np.full(X.shape[0], float(lam_null)), s, F, X, with_logdet=False)[0]
-    beta, se, _, stat, df = _f_tests(*_residual_gram(M, W.shape[1]), s.shape[0], W.shape[1])
+    M = _grams(np.full(X.shape[0], float(lam_null)), s, F, X, with_logdet=False,
+               rest=rest)[0]
+    n = s.shape[0] if n is None else n
+    beta, se, _, stat, df = _f_tests(*_residual_gram(M, W.shape[1]), n, W.shape[1])
     return {"beta": beta, "se": se, "stat": stat, "p": stats.f.sf(stat, X.shape[1], df)}
 
 
@@ -856,7 +983,7 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
                null_start=None, model: str = "additive",
                solver: str = "exact", maf: float = 0.01, max_missing: float = 0.05,
                em_tol: float = 1e-5, em_max_iter: int = 100, tests=("lrt",),
-               lam_null=None) -> np.ndarray:
+               lam_null=None, y: np.ndarray | None = None) -> np.ndarray:
     """Filter, impute, rotate, fit and test one block of variants.
 
     The block is filtered, imputed and rotated once, then tested against every
@@ -866,8 +993,12 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     ----------
     dosage : (m, N) dosages on all samples of the store, NaN for missing.
     samples : (N,) bool, the analysed samples (n of them).
-    U, s : eigenvectors (n, n) and eigenvalues (n,) of the analysed kinship.
-    W : (n, c) covariates, Wr = U^T W, yr = U^T y: (n,) one trait, or (n, t).
+    U, s : eigenvectors (n, r) and eigenvalues (r,) of the analysed kinship;
+        r < n is the low-rank mode (FaST-LMM): the rotation costs O(n r) per
+        variant and the part outside U's span enters through
+        :func:`lowrank_rest`.
+    W : (n, c) covariates, Wr = U^T W, yr = U^T y: (r,) one trait, or (r, t).
+    y : the unrotated phenotype(s), (n,) or (n, t); needed when r < n.
     logl_null : null-model log-likelihood (from the same solver); (t,) for t traits.
     null_start : ``(beta_w (c,), sa2, se2)`` to start EM from, or None for
         the classic start; a list of t of them for t traits.
@@ -910,12 +1041,22 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     if t.any():
         X = variant_design(xt, model)
         m, k, n = X.shape
-        Xr = rotate(U, X.reshape(m * k, n)).reshape(m, k, n)
+        r = U.shape[1]
+        Xr = rotate(U, X.reshape(m * k, n)).reshape(m, k, r)
+        if r < n:
+            if y is None:
+                raise ValueError("a thin U (low-rank mode) needs the unrotated phenotype y")
+            Y_raw = np.asarray(y, dtype=np.float64).reshape(n, -1)
         for j in range(n_traits):
+            rest = None
+            if r < n:
+                rest = lowrank_rest(np.column_stack([W, Y_raw[:, j]]),
+                                    np.column_stack([Wr, Y[:, j]]), X, Xr)
             res = _test_block(Xr, s=s, Wr=Wr, yr=Y[:, j], logl_null=float(logl0[j]),
                               null_start=starts[j], solver=solver, em_tol=em_tol,
                               em_max_iter=em_max_iter, tests=tests,
-                              lam_null=None if lam0 is None else float(lam0[j]))
+                              lam_null=None if lam0 is None else float(lam0[j]),
+                              n=n, rest=rest)
             if model == "genotypic":
                 res["beta_dom"], res["se_dom"] = res["beta"][:, 1], res["se"][:, 1]
             res["beta"], res["se"] = res["beta"][:, 0], res["se"][:, 0]
@@ -925,45 +1066,51 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
 
 
 def _test_block(Xr, *, s, Wr, yr, logl_null, null_start, solver, em_tol, em_max_iter,
-                tests, lam_null) -> dict[str, np.ndarray]:
-    """The tests of one trait on a rotated block ``Xr`` (m, k, n): result columns by name
-    (``beta``, ``se`` as (m, k))."""
-    m, k, n = Xr.shape
+                tests, lam_null, n, rest) -> dict[str, np.ndarray]:
+    """The tests of one trait on a rotated block ``Xr`` (m, k, r), n samples, ``rest``
+    (m, p, p) or None (see :func:`fit_exact`): result columns by name (``beta``,
+    ``se`` as (m, k))."""
+    m, k, r = Xr.shape
     if solver == "exact":
-        def solve(part):  # most variants' lambda is near the null model's
-            return fit_exact(s, Wr, yr, part, start=lam_null)
+        def solve(part, rest):  # most variants' lambda is near the null model's
+            return fit_exact(s, Wr, yr, part, start=lam_null, n=n, rest=rest)
     elif solver == "em":
         start = None
         if null_start is not None:
             bw, sa2, se2 = null_start
             start = (np.concatenate([bw, np.zeros(k)]), sa2, se2)
 
-        def solve(part):
-            return fit_em(s, Wr, yr, part, start=start, tol=em_tol, max_iter=em_max_iter)
+        def solve(part, rest):
+            return fit_em(s, Wr, yr, part, start=start, tol=em_tol, max_iter=em_max_iter,
+                          n=n, rest=rest)
     else:
         raise ValueError(f"solver must be 'exact' or 'em', not {solver!r}")
     # The solvers work on (rows, n) temporaries: a few hundred rows at a time
     # keeps them in cache (4x faster on mouse_hs1940 than the whole block).
-    rows = max(8, _FIT_ELEMENTS // n)
+    rows = max(8, _FIT_ELEMENTS // r)
     parts = [Xr[i:i + rows] for i in range(0, m, rows)]
+    rests = [None if rest is None else rest[i:i + rows] for i in range(0, m, rows)]
     c0 = Wr.shape[1]
     res = {}
     if "score" in tests:
-        sc = [score_test(s, Wr, yr, part, lam_null) for part in parts]
+        sc = [score_test(s, Wr, yr, part, lam_null, n=n, rest=rp)
+              for part, rp in zip(parts, rests)]
         res["score"] = np.concatenate([r["stat"] for r in sc])
         res["p_score"] = np.concatenate([r["p"] for r in sc])
         beta = np.concatenate([r["beta"] for r in sc])
         se = np.concatenate([r["se"] for r in sc])
     if "lrt" in tests:
-        fit = _concat_fits([solve(part) for part in parts])
+        fit = _concat_fits([solve(part, rp) for part, rp in zip(parts, rests)])
         stat, p = lrt(fit.logl, logl_null, k)
         res.update({"logl_H1": fit.logl, "l_mle": fit.lam, "lrt": stat, "p_lrt": p,
                     "sigma_sq_a": fit.sigma_sq_a, "sigma_sq_e": fit.sigma_sq_e,
                     "iterations": fit.iterations})
         beta, se = fit.beta[:, c0:], fit.se[:, c0:]
     if "wald" in tests:
-        fits = [fit_exact(s, Wr, yr, part, reml=True, start=lam_null) for part in parts]
-        wa = [wald_test(s, Wr, yr, part, f.lam) for part, f in zip(parts, fits)]
+        fits = [fit_exact(s, Wr, yr, part, reml=True, start=lam_null, n=n, rest=rp)
+                for part, rp in zip(parts, rests)]
+        wa = [wald_test(s, Wr, yr, part, f.lam, n=n, rest=rp)
+              for part, f, rp in zip(parts, fits, rests)]
         fit_r = _concat_fits(fits)
         res.update({"logl_remle": fit_r.logl, "l_remle": fit_r.lam,
                     "wald": np.concatenate([r["stat"] for r in wa]),

@@ -7,7 +7,7 @@ import xarray as xr
 
 from . import kernels
 
-__all__ = ["grm", "grm_loco", "split_at_contigs"]
+__all__ = ["grm", "grm_factor", "grm_loco", "split_at_contigs"]
 
 
 def _grm_part(block, samples, covariates, maf, max_missing, standardise, subset):
@@ -87,6 +87,66 @@ def grm(ds: xr.Dataset, samples: np.ndarray | None = None, covariates: np.ndarra
         out = out.assign_coords(sample_id=("samples", ids[samples] if subset else ids))
     out.attrs.update(kind="standardised" if standardise else "centred",
                      gemma_equivalent=f"gemma -gk {2 if standardise else 1}")
+    return out
+
+
+def _factor_part(block, samples, covariates, maf, max_missing, standardise):
+    """One task per block: ``[x_c (m, n_out) (0 for unused variants), used (m, 1)]``."""
+    use = kernels.block_stats(kernels.take(block, cols=samples), covariates,
+                              maf=maf, max_missing=max_missing)["tested"]
+    out = np.zeros((block.shape[0], int(np.sum(samples)) + 1))
+    out[use, :-1] = kernels.grm_genotypes(block, use, standardise, cols=samples)
+    out[:, -1] = use
+    return out
+
+
+def grm_factor(ds: xr.Dataset, variants: np.ndarray, samples: np.ndarray | None = None,
+               covariates: np.ndarray | None = None, *, standardise: bool = False,
+               maf: float = 0.01, max_missing: float = 0.05) -> xr.Dataset:
+    """The low-rank kinship's factor: ``Z Z^T`` is the GRM of the chosen variants.
+
+    ``Z = [x_1 .. x_q] / sqrt(q)`` holds the centred (standardised) dosages of
+    the chosen variants that pass GEMMA's filters (q of them), exactly as
+    :func:`grm` builds them, on the analysed samples: so ``Z Z^T`` equals
+    ``grm(ds.isel(variants=variants), samples, covariates, subset=True)`` with
+    no n x n matrix.  A chosen variant failing the filters is a zero column.
+
+    Parameters
+    ----------
+    ds : genotype Dataset with ``call_dosage`` (variants, samples).
+    variants : int indices (or a bool mask) of the variants forming the kinship.
+    samples, covariates, standardise, maf, max_missing : as in :func:`grm`.
+
+    Returns
+    -------
+    Lazy Dataset: ``grm_factor`` (samples, kinship_variants) float64 and
+    ``kinship_variant_used`` (kinship_variants,) bool, with the
+    ``kinship_variant_index`` coordinate (the chosen variants' indices) and
+    ``sample_id`` (when ``ds`` has it).
+    """
+    import dask
+    import dask.array as da
+
+    dosage = ds["call_dosage"].data
+    if not isinstance(dosage, da.Array):
+        dosage = da.from_array(dosage, chunks=(10_000, -1))
+    variants = np.asarray(variants)
+    idx = np.flatnonzero(variants) if variants.dtype == bool else np.unique(variants)
+    n = dosage.shape[1]
+    samples = np.ones(n, dtype=bool) if samples is None else np.asarray(samples, dtype=bool)
+    n_out = int(samples.sum())
+    sub = dosage[idx].rechunk({1: -1})
+    s_d, w_d = (dask.delayed(v, pure=True) for v in (samples, covariates))
+    parts = sub.map_blocks(_factor_part, s_d, w_d, maf, max_missing, standardise,
+                           chunks=(sub.chunks[0], (n_out + 1,)), dtype=np.float64)
+    used = parts[:, -1]
+    Z = parts[:, :-1].T / da.sqrt(da.maximum(used.sum(), 1.0))
+    out = xr.Dataset({"grm_factor": (("samples", "kinship_variants"), Z),
+                      "kinship_variant_used": ("kinship_variants", used.astype(bool))},
+                     coords={"kinship_variant_index": ("kinship_variants", idx)})
+    if "sample_id" in ds:
+        out = out.assign_coords(sample_id=("samples", np.asarray(ds["sample_id"].values)[samples]))
+    out.attrs.update(kind="standardised" if standardise else "centred")
     return out
 
 

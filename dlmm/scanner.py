@@ -19,7 +19,8 @@ from . import kernels
 from .errors import InputError
 from .nullmodel import NullModel, fit_null_model
 
-__all__ = ["scan", "prepare", "validate_inputs", "parse_tests", "trait_groups", "trait_attrs",
+__all__ = ["scan", "prepare", "validate_inputs", "check_lowrank", "parse_tests", "trait_groups",
+           "trait_attrs",
            "contig_attrs",
            "RESULT_VARIABLES"]
 
@@ -108,28 +109,58 @@ def prepare(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None
             covariates: np.ndarray | None = None, center: bool = True,
             solver: str = "exact", maf: float = 0.01, max_missing: float = 0.05,
             em_tol: float = 1e-5, em_max_iter: int = 100,
+            kinship_variants: np.ndarray | None = None, kinship_rank: int | None = None,
             phenotype_source: str = "phenotype", kinship_source: str = "kinship",
             covariate_source: str = "covariates") -> tuple[np.ndarray, NullModel]:
     """Set up a scan: analysed samples, kinship, eigendecomposition, null fit.
 
     Returns ``(samples, null)``: the (samples,) bool mask of analysed samples
     (non-missing phenotype and covariates) and the :class:`NullModel`.
-    Computes the GRM (one pass over the genotypes) when ``kinship`` is None.
+    Computes the GRM (one pass over the genotypes) when ``kinship`` is None;
+    ``kinship_variants`` and ``kinship_rank`` choose the low-rank mode (see
+    :func:`scan`).
     """
     samples, nulls = _prepare_traits(
         ds, np.asarray(phenotype, dtype=np.float64)[:, None], kinship=kinship,
         covariates=covariates, center=center, solver=solver, maf=maf,
         max_missing=max_missing, em_tol=em_tol, em_max_iter=em_max_iter,
+        kinship_variants=kinship_variants, kinship_rank=kinship_rank,
         phenotype_source=phenotype_source, kinship_source=kinship_source,
         covariate_source=covariate_source)
     return samples, nulls[0]
 
 
+def _lowrank_eig(ds, samples, W, variants, rank, center, maf, max_missing, source):
+    """``(s, U)`` thin, from the GRM factor of ``variants`` (:func:`dlmm.kinship.grm_factor`)
+    by Dask's tall-and-skinny SVD (TSQR: QR of row blocks, then a q x q SVD)."""
+    import dask
+    import dask.array as da
+
+    from .kinship import grm_factor
+
+    f = grm_factor(ds, variants, samples, W, maf=maf, max_missing=max_missing)
+    Z = f["grm_factor"].data
+    if center:  # P K P = (P Z)(P Z)^T: centring the factor double-centres K
+        Z = Z - Z.mean(axis=0, keepdims=True)
+    n, q = Z.shape
+    # TSQR wants row blocks at least as tall as the factor is wide
+    rows = n if n < 2 * q else max(q, -(-n // 8))
+    u, sv, _ = da.linalg.svd(Z.rechunk({0: rows, 1: -1}))
+    u, sv, used = dask.compute(u, sv, f["kinship_variant_used"].data.sum())
+    if used == 0:
+        raise InputError(source, f"none of the {q} kinship variants passes the filters "
+                         "(--maf, --max-missing) on the analysed samples",
+                         "choose other or more variants for --kinship-variants")
+    return kernels.eigen_from_svd(u, sv, rank=rank), int(used)
+
+
 def _prepare_traits(ds, Y, *, kinship, covariates, center, solver, maf, max_missing, em_tol,
                     em_max_iter, phenotype_source, kinship_source,
-                    covariate_source="covariates"):
+                    covariate_source="covariates", kinship_variants=None, kinship_rank=None,
+                    info=None):
     """:func:`prepare` for traits ``Y`` (samples, t) missing on the same samples: one
-    kinship and one eigendecomposition, one null fit per trait."""
+    kinship and one eigendecomposition, one null fit per trait.  ``info``: a dict
+    to receive ``kinship_variants_used`` in the low-rank mode."""
     from .kinship import grm
 
     # the kinship (a Cholesky factorisation) is checked once per group
@@ -141,16 +172,49 @@ def _prepare_traits(ds, Y, *, kinship, covariates, center, solver, maf, max_miss
     _, samples, W, K = checked[0]
     if any((c[1] != samples).any() for c in checked):
         raise ValueError("the traits of one group must be missing on the same samples")
-    if K is None:
-        K = grm(ds, samples, W, maf=maf, max_missing=max_missing, subset=True).values
+    if kinship_variants is not None:
+        eig, used = _lowrank_eig(ds, samples, W, kinship_variants, kinship_rank, center,
+                                 maf, max_missing, kinship_source)
+        if info is not None:
+            info["kinship_variants_used"] = used
+        K = None
     else:
-        K = K[np.ix_(samples, samples)]
-    if center:
-        K = kernels.center_kinship(K)
-    eig = kernels.eigh_kinship(K)
+        if K is None:
+            K = grm(ds, samples, W, maf=maf, max_missing=max_missing, subset=True).values
+        else:
+            K = K[np.ix_(samples, samples)]
+        if center:
+            K = kernels.center_kinship(K)
+        eig = kernels.eigh_kinship(K, rank=kinship_rank)
     nulls = [fit_null_model(c[0][samples], W, K, em=(solver == "em"), em_tol=em_tol,
                             em_max_iter=em_max_iter, eig=eig) for c in checked]
     return samples, nulls
+
+
+def check_lowrank(ds: xr.Dataset, kinship_variants=None, kinship_rank: int | None = None, *,
+                  kinship=None, loco: bool = False) -> np.ndarray | None:
+    """Check the low-rank options of :func:`scan` at the boundary.
+
+    Returns ``kinship_variants`` as sorted unique int64 indices (None if not given).
+    """
+    if kinship_variants is not None and (kinship is not None or loco):
+        raise InputError("--kinship-variants", "the kinship variants define the kinship; "
+                         f"not with {'--loco' if loco else '--kinship'}",
+                         "drop one of the two options")
+    if kinship_rank is not None and (int(kinship_rank) < 1 or loco):
+        raise InputError("--kinship-rank", f"rank {kinship_rank} " + (
+            "is not available with --loco" if loco else "must be at least 1"),
+            "drop --loco" if loco else "give a positive number of eigenvectors")
+    if kinship_variants is None:
+        return None
+    idx = np.asarray(kinship_variants)
+    idx = np.flatnonzero(idx) if idx.dtype == bool else np.unique(idx.astype(np.int64))
+    n_var = ds.sizes["variants"]
+    if idx.size == 0 or idx[0] < 0 or idx[-1] >= n_var:
+        raise InputError("--kinship-variants", "kinship variants must be a non-empty set "
+                         f"of variant indices in 0..{n_var - 1}",
+                         "list variant ids of the genotypes, or give a count")
+    return idx
 
 
 def trait_groups(ds: xr.Dataset, phenotypes: np.ndarray,
@@ -182,7 +246,8 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
          maf: float = 0.01, max_missing: float = 0.05, em_tol: float = 1e-5,
          em_max_iter: int = 100, null: tuple[np.ndarray, NullModel] | None = None,
          broadcast: bool = True, test: str | tuple[str, ...] = "lrt", traits=None,
-         loco: bool = False, **sources) -> xr.Dataset:
+         loco: bool = False, kinship_variants: np.ndarray | None = None,
+         kinship_rank: int | None = None, **sources) -> xr.Dataset:
     """LMM association scan of every variant, lazy over variant chunks.
 
     Parameters
@@ -216,6 +281,17 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
         GRM of the other contigs (:func:`dlmm.kinship.grm_loco`: one pass over the
         genotypes, the whole-genome sums minus the contig's), with its own
         eigendecomposition and null fit.  Not with ``kinship`` or ``null``.
+    kinship_variants : low-rank mode (FaST-LMM): int indices (or a bool mask) of
+        the variants whose GRM is the kinship, ``K = Z Z^T`` with ``Z`` (n, q)
+        their centred dosages / sqrt(q) (:func:`dlmm.kinship.grm_factor`).  No
+        n x n matrix is formed: U (n, r <= q) comes from Dask's tall-and-skinny
+        SVD of Z, each variant's rotation costs O(n r) instead of O(n^2), and
+        the likelihood adds the part outside U's span in closed form
+        (:func:`dlmm.kernels.lowrank_rest`).  Not with ``kinship`` or ``loco``.
+    kinship_rank : keep only the kinship's ``kinship_rank`` largest eigenpairs
+        (of the given or computed kinship, or of the ``kinship_variants``
+        factor): the same low-rank likelihood.  When the kinship's rank is at
+        most ``kinship_rank``, results equal the full-rank scan's.
 
     Returns
     -------
@@ -246,6 +322,8 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
     if loco and (kinship is not None or null is not None):
         raise InputError("--loco", "LOCO computes one GRM per chromosome itself",
                          "drop --kinship (or null=) when using --loco")
+    kinship_variants = check_lowrank(ds, kinship_variants, kinship_rank, kinship=kinship,
+                                     loco=loco)
     groups = [np.arange(1)] if null is not None else trait_groups(ds, Y, covariates)
     dosage = ds["call_dosage"].data
     if not isinstance(dosage, da.Array):
@@ -261,8 +339,14 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
     outs, summaries, digest = [], [None] * n_traits, hashlib.sha1()
     kin_bytes = (b"grm-loco" if loco else b"grm") if kinship is None else np.asarray(
         kinship, dtype=np.float64)
+    if kinship_variants is not None or kinship_rank is not None:
+        kin_bytes = np.ascontiguousarray(kin_bytes).tobytes() + repr(
+            (kinship_rank, None if kinship_variants is None else kinship_variants.tolist())
+        ).encode()
+    kin_info: dict = {}
     prep = dict(covariates=covariates, center=center, solver=solver, maf=maf,
                 max_missing=max_missing, em_tol=em_tol, em_max_iter=em_max_iter,
+                kinship_variants=kinship_variants, kinship_rank=kinship_rank, info=kin_info,
                 phenotype_source=sources.get("phenotype_source", "phenotype"),
                 kinship_source=sources.get("kinship_source", "kinship"),
                 covariate_source=sources.get("covariate_source", "covariates"))
@@ -291,6 +375,7 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
             shared[c] = _share(
                 {"samples": samples, "U": nm.U, "s": nm.s, "W": nm.W, "Wr": nm.Wr,
                  "yr": np.column_stack([x.yr for x in nulls]),
+                 "y": np.column_stack([x.y for x in nulls]) if nm.rank < nm.n else None,
                  "logl_null": np.array([float(f.logl[0]) for f in null_fits]),
                  "null_start": starts, "tests": tests,
                  "lam_null": np.array([float(x.ml.lam[0]) for x in nulls])},
@@ -348,6 +433,7 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
     if loco:
         contig_names = np.asarray(ds["contig_id"].values, dtype=object).astype(str)
         attrs["loco_contigs"] = [str(contig_names[c]) for c in loco_contigs]
+    attrs.update(kin_info)
     attrs["inputs_sha1"] = digest.hexdigest()
     attrs.update(model=model, solver=solver, n_samples_total=int(ds.sizes["samples"]),
                  em_start=em_start if solver == "em" else "", tests=",".join(tests))

@@ -224,6 +224,22 @@ CASES = [
      ["file:///nonexistent/g.zarr", "not a Zarr store"]),
     ("folder-not-a-zarr-store", lambda d: (d / "empty.zarr").mkdir(), ["empty.zarr"],
      ["empty.zarr", "not a Zarr store"]),
+    # low-rank options
+    ("kinship-variants-unknown-ids", _write("KV.txt", "snp1\nrs404\nsnp3 rs405\n"),
+     ["p", "--kinship-variants", "KV.txt"],
+     ["KV.txt", "2 of 4 kinship variant ids are not in the genotypes", "'rs404'"]),
+    ("kinship-variants-empty-list", _write("KV.txt", "\n"), ["p", "--kinship-variants", "KV.txt"],
+     ["KV.txt", "kinship variant list is empty"]),
+    ("kinship-variants-list-missing", None, ["p", "--kinship-variants", "KV.txt"],
+     ["KV.txt", "kinship variant list file not found"]),
+    ("kinship-variants-count-too-large", None, ["p", "--kinship-variants", 41],
+     ["--kinship-variants", "41 variants asked of 40"]),
+    ("kinship-variants-with-kinship", None, TEXT + ["--kinship-variants", 5],
+     ["--kinship-variants", "not with --kinship"]),
+    ("kinship-rank-zero", None, ["p", "--kinship-rank", 0],
+     ["--kinship-rank", "must be at least 1"]),
+    ("kinship-rank-with-loco", None, ["p", "--loco", "--kinship-rank", 5],
+     ["--kinship-rank", "not available with --loco"]),
 ]
 
 
