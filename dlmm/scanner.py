@@ -471,9 +471,14 @@ def _share(shared: dict, broadcast: bool = True):
     """The state every block task needs (U, s, the null fit) as one graph input.
 
     With a ``distributed`` client current and ``broadcast``, it is scattered
-    to every worker once, before any task runs (the client sends it to one
-    worker, which replicates it to the others).  The alternative, a
-    ``dask.delayed`` key embedded in the graph, also reaches each worker once
+    once, to one worker; each other worker fetches it from a peer when its
+    first block needs it and keeps it while it has blocks to run, so it
+    reaches every worker once.  It is not broadcast to every worker up front:
+    the scheduler's Active Memory Manager (ReduceReplicas, every 2 s) drops
+    replicas that no pending task needs, so a broadcast made while the client
+    still prepares the graph can be dropped and fetched again (seen in the
+    workers' logs in tests/test_store.py on a loaded machine).  The
+    alternative, a ``dask.delayed`` key embedded in the graph, also reaches each worker once
     but travels inside the graph: client to scheduler, scheduler to the worker
     that materialises it, then worker to worker; the scheduler holds U (n x n
     float64) for the life of the graph and warns about the graph's size.
@@ -496,7 +501,7 @@ def _share(shared: dict, broadcast: bool = True):
             client = None
         if client is not None:
             key = "dlmm-shared-" + dask.base.tokenize(*(shared[k] for k in sorted(shared)))
-            return client.scatter({key: shared}, broadcast=True, hash=False)[key]
+            return client.scatter({key: shared}, hash=False)[key]
     return dask.delayed(shared, pure=True)
 
 
