@@ -66,6 +66,10 @@ def main() -> None:
             print(f"{name:>9}: {r['wall']:.1f} s; client peak {r['client_peak'] / gib:.2f} GiB; "
                   "worker peak " + ", ".join(f"{x / gib:.2f}" for x in r["worker_peaks"])
                   + " GiB", flush=True)
+            tr = r["client_trace"]
+            if tr:
+                at, peak = max(tr, key=lambda x: x[1])
+                print(f"           client RSS sampled: peak {peak / gib:.2f} GiB at {at:.0f} s")
             log = Path(f"{out}.log.txt").read_text().splitlines()
             print("           " + "; ".join(v.strip("# ") for v in log
                                             if "low-rank" in v or "pve estimate" in v))

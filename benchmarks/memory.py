@@ -6,8 +6,8 @@ and runs ``dlmm scan STORE --scheduler ADDRESS`` as its own process (the client)
 The client computes the GRM (one pass over the store), eigendecomposes it, fits
 the null model, scatters U to the workers and collects the result blocks.
 
-Printed per data set: wall time, the client's peak RSS (from ``wait4``), each
-worker's peak RSS (the workers' own ``getrusage``), and the workers' RSS sampled
+Printed per data set: wall time, the client's peak RSS (its VmHWM), each
+worker's peak RSS (their own VmHWM), and the workers' RSS sampled
 during the scan (first half vs second half: flat if memory does not grow with
 the number of blocks). Goal (issue 3): the peaks do not grow with the number of
 variants and stay under 1.5 GiB per worker.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,13 @@ def write_store(d: Path, n: int, m: int, chunk: int, seed: int) -> tuple[Path, P
     return store, pheno
 
 
+def _own_peak() -> int:
+    """This process's peak RSS (VmHWM), in bytes: its own, whatever its parent's was
+    (``ru_maxrss`` of a forked child starts at the parent's RSS)."""
+    with open("/proc/self/status") as f:
+        return next(int(v.split()[1]) * 1024 for v in f if v.startswith("VmHWM"))
+
+
 def measure(store: Path, pheno: Path, out: Path, workers: int, chunk: int,
             extra: tuple[str, ...] = (), threads: int = 1) -> dict:
     """Run ``dlmm scan`` (plus ``extra`` options) as its own process on a fresh local
@@ -59,30 +65,45 @@ def measure(store: Path, pheno: Path, out: Path, workers: int, chunk: int,
         samples: list[tuple[float, list[int]]] = []
         stop = threading.Event()
 
-        def poll():
+        client_trace: list[tuple[float, int]] = []
+        client_hwm = [0]
+
+        def poll(client_pid):
             procs = [psutil.Process(p) for p in pids]
+            client = psutil.Process(client_pid)
             while not stop.is_set():
-                samples.append((time.perf_counter(), [p.memory_info().rss for p in procs]))
+                now = time.perf_counter()
+                samples.append((now, [p.memory_info().rss for p in procs]))
+                try:
+                    client_trace.append((now - t0, client.memory_info().rss))
+                    with open(f"/proc/{client_pid}/status") as f:
+                        hwm = next(int(v.split()[1]) * 1024 for v in f if v.startswith("VmHWM"))
+                    client_hwm[0] = max(client_hwm[0], hwm)
+                except (psutil.Error, OSError, StopIteration):  # the client has exited
+                    pass
                 time.sleep(0.25)
 
-        t = threading.Thread(target=poll, daemon=True)
         t0 = time.perf_counter()
-        t.start()
         p = subprocess.Popen([sys.executable, "-m", "dlmm.cli", "scan", str(store), "--pheno",
                               str(pheno), "--scheduler", cluster.scheduler_address,
                               "--chunk-size", str(chunk), "--out", str(out), "--overwrite",
                               *extra],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        t = threading.Thread(target=poll, args=(p.pid,), daemon=True)
+        t.start()
         _, status, usage = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
         stop.set()
         t.join()
         if status != 0:
             raise SystemExit(f"scan failed:\n{p.stderr.read()}")
-        peaks = c.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        peaks = c.run(_own_peak)
     rss = np.array([s for _, s in samples], dtype=float)
     half = len(rss) // 2
-    return {"wall": wall, "client_peak": usage.ru_maxrss * 1024,
+    # the client's peak: its own high-water mark (VmHWM), last read before it exited.
+    # Not wait4's ru_maxrss: Linux starts a child's ru_maxrss at the parent's RSS
+    # when it forks, so it reported the memory of this process after writing a store.
+    return {"wall": wall, "client_peak": client_hwm[0], "client_trace": client_trace,
             "worker_peaks": list(peaks.values()),
             "worker_first_half": rss[:half].max(axis=0) if half else rss.max(axis=0),
             "worker_second_half": rss[half:].max(axis=0)}
