@@ -38,7 +38,6 @@ def _dlmm(*args):
 
 def test_kinship_variants_match_gemma_and_the_full_rank_path(mouse, mouse_lmm4, tmp_path):
     need_peer("plink1.9", shutil.which("plink1.9") is not None)
-    d = mouse["dir"]
     bim = pd.read_csv(f"{mouse['prefix']}.bim", sep="\t", header=None)
     # every 25th variant (PLINK drops those with a negative position: so do we here)
     ids = bim[1][bim[3] >= 0].to_numpy()[::25]
