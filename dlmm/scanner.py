@@ -185,7 +185,7 @@ def _prepare_traits(ds, Y, *, kinship, covariates, center, solver, maf, max_miss
             K = K[np.ix_(samples, samples)]
         if center:
             K = kernels.center_kinship(K)
-        eig = kernels.eigh_kinship(K, rank=kinship_rank)
+        eig = kernels.eigh_kinship(K, rank=kinship_rank, overwrite=True)  # K is ours
     nulls = [fit_null_model(c[0][samples], W, K, em=(solver == "em"), em_tol=em_tol,
                             em_max_iter=em_max_iter, eig=eig) for c in checked]
     return samples, nulls
