@@ -155,45 +155,55 @@ def block_stats(dosage: np.ndarray, covariates: np.ndarray | None = None, *,
     return {"n_miss": n_miss, "af": af, "mean": mean, "tested": tested}
 
 
+def _class_counts(dosage):
+    """Per variant: counts of dosage 0, 1, 2 and missing (m, 4), and the sum of the
+    observed dosages (m,)."""
+    return _class_counts_rows(dosage, np.arange(dosage.shape[0]))
+
+
 @numba.njit(nogil=True, cache=True)
-def _class_counts(dosage):  # pragma: no cover (compiled)
-    m, n = dosage.shape
-    counts = np.zeros((m, 4), dtype=np.int64)  # dosage 0, 1, 2, missing
-    total = np.zeros(m)
-    for j in range(m):
+def _gather(dosage, rows, cols, fill, centre):  # pragma: no cover (compiled)
+    out = np.empty((rows.size, cols.size))
+    for a in range(rows.size):
+        j = rows[a]
+        f = fill[j]
+        c = f if centre else 0.0
+        for b in range(cols.size):
+            v = dosage[j, cols[b]]
+            out[a, b] = (f if np.isnan(v) else v) - c
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _class_counts_rows(dosage, rows):  # pragma: no cover (compiled)
+    """:func:`_class_counts` of ``dosage[rows]`` (rows: int64 indices), without a copy."""
+    n = dosage.shape[1]
+    counts = np.zeros((rows.size, 4), dtype=np.int64)
+    total = np.zeros(rows.size)
+    for a in range(rows.size):
+        j = rows[a]
         c0 = c1 = c2 = cm = 0
         t = 0.0
-        for i in range(n):  # branch-free: genotypes are in random order
+        for i in range(n):
             v = dosage[j, i]
-            ok = v == v  # not NaN
+            ok = v == v
             cm += not ok
             t += v if ok else 0.0
             c0 += v == 0.0
             c1 += v == 1.0
             c2 += v == 2.0
-        counts[j, 0], counts[j, 1], counts[j, 2], counts[j, 3] = c0, c1, c2, cm
-        total[j] = t
+        counts[a, 0], counts[a, 1], counts[a, 2], counts[a, 3] = c0, c1, c2, cm
+        total[a] = t
     return counts, total
 
 
-@numba.njit(nogil=True, cache=True)
-def _gather(dosage, rows, cols, fill):  # pragma: no cover (compiled)
-    out = np.empty((rows.size, cols.size))
-    for a in range(rows.size):
-        j = rows[a]
-        f = fill[j]
-        for b in range(cols.size):
-            v = dosage[j, cols[b]]
-            out[a, b] = f if np.isnan(v) else v
-    return out
-
-
 def take(dosage: np.ndarray, rows: np.ndarray | None = None, cols: np.ndarray | None = None,
-         fill: np.ndarray | None = None) -> np.ndarray:
+         fill: np.ndarray | None = None, centre: bool = False) -> np.ndarray:
     """``dosage[rows][:, cols]`` as float64 in one pass, NaN replaced by ``fill[row]``.
 
     rows, cols : bool masks or indices (default all); fill : (m,) per-variant
-    value for missing calls (default: keep NaN).  Returns a new C-contiguous
+    value for missing calls (default: keep NaN); centre : also subtract
+    ``fill[row]`` (missing calls become exactly 0).  Returns a new C-contiguous
     (rows, cols) float64 array, whatever the input's float dtype.
     """
     dosage = np.asarray(dosage)
@@ -205,7 +215,7 @@ def take(dosage: np.ndarray, rows: np.ndarray | None = None, cols: np.ndarray | 
     fill = np.full(m, np.nan) if fill is None else np.asarray(fill, dtype=np.float64)
     if dosage.dtype not in (np.float32, np.float64):
         dosage = dosage.astype(np.float64)
-    return _gather(dosage, rows.astype(np.int64), cols.astype(np.int64), fill)
+    return _gather(dosage, rows.astype(np.int64), cols.astype(np.int64), fill, centre)
 
 
 def impute_mean(dosage: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -259,20 +269,25 @@ def grm_block(dosage: np.ndarray, use: np.ndarray, standardise: bool = False,
     their count).
     """
     dosage = np.asarray(dosage)
-    n = dosage.shape[1]
+    if dosage.dtype not in (np.float32, np.float64):
+        dosage = dosage.astype(np.float64)
+    m, n = dosage.shape
     rows = np.flatnonzero(use)
-    counts, total = _class_counts(dosage[rows] if rows.size < dosage.shape[0] else dosage)
+    counts, total = _class_counts_rows(dosage, rows)
+    mean = np.zeros(m)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.nan_to_num(total / (n - counts[:, 3]))
-    xc = take(dosage, rows=rows, fill=mean)  # missing calls at the mean: 0 once centred
-    xc -= mean[:, None]
+        mean[rows] = np.nan_to_num(total / (n - counts[:, 3]))
+    # one pass: the used rows, centred, missing calls at the mean (0 once centred); with
+    # standardise every sample enters the variance, so the chosen samples come after it
+    pick = cols is not None and not standardise and not np.all(cols)
+    xc = take(dosage, rows=rows, cols=cols if pick else None, fill=mean, centre=True)
     if standardise:
         # GEMMA's variance: imputed values count as the mean, over all n.
         var = np.einsum("ij,ij->i", xc, xc) / n
         scale = np.where(var > 0, 1.0 / np.sqrt(np.where(var > 0, var, 1.0)), 1.0)
         xc *= scale[:, None]
-    if cols is not None:
-        xc = take(xc, cols=cols)
+        if cols is not None and not np.all(cols):
+            xc = take(xc, cols=cols)
     return xc.T @ xc  # A^T A: numpy calls BLAS syrk
 
 

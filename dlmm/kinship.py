@@ -14,8 +14,9 @@ def _grm_part(block, samples, covariates, maf, max_missing, standardise, subset)
     """One task per block: ``[vec(sum x_c x_c^T), number of variants]``, (1, N*N + 1)."""
     from .blas import single_threaded
 
-    use = kernels.block_stats(kernels.take(block, cols=samples), covariates,
-                              maf=maf, max_missing=max_missing)["tested"]
+    analysed = block if samples.all() else kernels.take(block, cols=samples)
+    use = kernels.block_stats(analysed, covariates, maf=maf, max_missing=max_missing)["tested"]
+    del analysed
     with single_threaded():
         part = kernels.grm_block(block, use, standardise, cols=samples if subset else None)
     return np.concatenate([part.ravel(), [float(use.sum())]])[None]
