@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from scipy import stats
+from scipy import special
 
 __all__ = [
     "EIGEN_TOL",
@@ -704,6 +704,18 @@ def fit_em(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
 # --------------------------------------------------------------------------
 # tests
 # --------------------------------------------------------------------------
+def chi2_sf(x, df):
+    """``scipy.stats.chi2.sf(x, df)``, the same values, without importing
+    ``scipy.stats`` (about a second at start-up) or its per-call overhead: x <= 0
+    gives 1, NaN stays NaN."""
+    return special.chdtrc(df, np.maximum(x, 0.0))
+
+
+def f_sf(x, dfn, dfd):
+    """``scipy.stats.f.sf(x, dfn, dfd)``, the same values (see :func:`chi2_sf`)."""
+    return special.fdtrc(dfn, dfd, np.maximum(x, 0.0))
+
+
 def lrt(logl_alt: np.ndarray, logl_null: float | np.ndarray, df: int) -> tuple[np.ndarray, np.ndarray]:
     """Likelihood-ratio test ``2 (lnL1 - lnL0) ~ chi2(df)``.
 
@@ -711,7 +723,7 @@ def lrt(logl_alt: np.ndarray, logl_null: float | np.ndarray, df: int) -> tuple[n
     fit below the null) gives p = 1.
     """
     stat = 2.0 * (np.asarray(logl_alt) - logl_null)
-    return stat, stats.chi2.sf(stat, df)
+    return stat, chi2_sf(stat, df)
 
 
 def ols_f_test(y: np.ndarray, dosage: np.ndarray) -> np.ndarray:
@@ -737,7 +749,7 @@ def ols_f_test(y: np.ndarray, dosage: np.ndarray) -> np.ndarray:
     ssm = ((yhat - y.mean()) ** 2).sum(-1)
     sse = ((y - yhat) ** 2).sum(-1)
     F = (ssm / 2.0) / (sse / (n - 3))
-    return stats.f.sf(F, 2, n - 3)
+    return f_sf(F, 2, n - 3)
 
 
 def _residual_gram(M: np.ndarray, c0: int):
@@ -793,7 +805,7 @@ def wald_test(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray,
     F = np.column_stack([W, y])
     M = _grams(np.asarray(lam, dtype=np.float64), s, F, X, with_logdet=False)[0]
     beta, se, stat, _, df = _f_tests(*_residual_gram(M, W.shape[1]), s.shape[0], W.shape[1])
-    return {"beta": beta, "se": se, "stat": stat, "p": stats.f.sf(stat, X.shape[1], df)}
+    return {"beta": beta, "se": se, "stat": stat, "p": f_sf(stat, X.shape[1], df)}
 
 
 def score_test(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray,
@@ -813,7 +825,7 @@ def score_test(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray,
     F = np.column_stack([W, y])
     M = _grams(np.full(X.shape[0], float(lam_null)), s, F, X, with_logdet=False)[0]
     beta, se, _, stat, df = _f_tests(*_residual_gram(M, W.shape[1]), s.shape[0], W.shape[1])
-    return {"beta": beta, "se": se, "stat": stat, "p": stats.f.sf(stat, X.shape[1], df)}
+    return {"beta": beta, "se": se, "stat": stat, "p": f_sf(stat, X.shape[1], df)}
 
 
 # --------------------------------------------------------------------------
@@ -907,7 +919,8 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     lam0 = None if lam_null is None else np.broadcast_to(
         np.asarray(lam_null, dtype=np.float64), (n_traits,))
     starts = null_start if multi and null_start is not None else [null_start] * n_traits
-    x = take(dosage, cols=samples)
+    # the analysed samples' columns (no copy when all are analysed)
+    x = dosage if np.all(samples) else take(dosage, cols=samples)
     st = block_stats(x, W, maf=maf, max_missing=max_missing)
     cols = result_columns(model, tests)
     out = np.full((x.shape[0], n_traits, len(cols)), np.nan)
