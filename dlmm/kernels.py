@@ -326,8 +326,9 @@ def _gram_shared(w, F, X):
     m, k, _ = X.shape
     f = F.shape[1]
     c0 = f - 1
-    FF = np.einsum("gn,na,nb->gab", w, F, F)
-    wF = (w[:, :, None] * F[None, :, :]).transpose(1, 0, 2).reshape(n, g * f)
+    wF = w[:, :, None] * F[None, :, :]  # (g, n, f)
+    FF = np.swapaxes(wF, 1, 2) @ F  # (g, f, f): batched BLAS, not einsum's 3-operand loop
+    wF = wF.transpose(1, 0, 2).reshape(n, g * f)
     FX = (X.reshape(m * k, n) @ wF).reshape(m, k, g, f).transpose(0, 2, 1, 3)
     XX = np.empty((m, g, k, k))
     for a in range(k):
@@ -359,10 +360,16 @@ def _grams_kernel(lam, s, FT, X, n_weights, with_logdet):  # pragma: no cover (c
             l1 += sd
             l2 -= sd * sd
         if with_logdet:
+            # log of running products (each factor >= 1), flushed before they could
+            # overflow: a log per ~10 samples, not one per sample
             l0 = 0.0
+            prod = 1.0
             for i in range(n):
-                l0 += np.log(lj * s[i] + 1.0)
-            logdet[0, j] = l0
+                if prod > 1e150:
+                    l0 += np.log(prod)
+                    prod = 1.0
+                prod *= lj * s[i] + 1.0
+            logdet[0, j] = l0 + np.log(prod)
         logdet[1, j] = l1
         logdet[2, j] = l2
         for a in range(p):
