@@ -386,7 +386,7 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
             print("\n".join(head + _counts(a, m, None) + _null_block(a)))
         store.write_results_zarr(res, zpath, resume=resume, overwrite=overwrite,
                                  client=client, on_block=_Progress())
-    res = store.open_results(zpath).load()
+    res = store.load_results(zpath)
     minutes = (time.perf_counter() - t0) / 60
     for i, (tsv, log) in enumerate(zip(tsvs, logs)):
         one = res.copy(deep=False) if traits is None else res.isel(traits=i)
