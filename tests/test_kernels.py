@@ -137,13 +137,16 @@ def test_take_selects_converts_and_fills(dtype):
 
 
 @pytest.mark.parametrize("standardise", [False, True])
-def test_grm_block_with_missing_calls_and_unused_variants(standardise):
+@pytest.mark.parametrize("missing", [0.1, 0.0])
+def test_grm_block_with_missing_calls_and_unused_variants(standardise, missing):
     """Each used variant is centred at its own mean, a missing call at that mean (0 once
-    centred), whichever variants before it are not used; the chosen samples' entries."""
+    centred), whichever variants before it are not used; the chosen samples' entries.
+    Without missing calls (centred GRM: exact float32 products, centred after)."""
     rng = np.random.default_rng(5)
     x = rng.integers(0, 3, (300, 40)).astype(np.float32)
-    x[rng.random(x.shape) < 0.1] = np.nan
-    x[7] = np.nan  # all missing: centred to 0
+    if missing:
+        x[rng.random(x.shape) < missing] = np.nan
+        x[7] = np.nan  # all missing: centred to 0
     use = rng.random(300) < 0.6
     cols = rng.random(40) < 0.7
     xs = x[use].astype(np.float64)
