@@ -957,8 +957,8 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     lam0 = None if lam_null is None else np.broadcast_to(
         np.asarray(lam_null, dtype=np.float64), (n_traits,))
     starts = null_start if multi and null_start is not None else [null_start] * n_traits
-    # the analysed samples' columns (no copy when all are analysed)
-    x = dosage if np.all(samples) else take(dosage, cols=samples)
+    # the analysed samples' columns, in the input's dtype (no copy when all are analysed)
+    x = dosage if np.all(samples) else np.take(dosage, np.flatnonzero(samples), axis=1)
     st = block_stats(x, W, maf=maf, max_missing=max_missing)
     cols = result_columns(model, tests)
     out = np.full((x.shape[0], n_traits, len(cols)), np.nan)
