@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="finish an interrupted scan: compute only blocks not in PREFIX.zarr")
     s.add_argument("--no-plot", dest="plot", action="store_false",
                    help="do not write the report PREFIX.report.html")
+    s.add_argument("--no-dashboard", dest="dashboard", action="store_false",
+                   help="start the local cluster without the Dask dashboard (its Bokeh "
+                   "server takes ~0.5 s to start)")
 
     k = sub.add_parser("grm", help="compute the genomic relatedness matrix (GEMMA -gk 1/-gk 2)",
                        description="Accumulate the GRM over chunks of variants with Dask (the "
@@ -155,8 +158,9 @@ class _QuietInputErrors(logging.Filter):
 
 
 @contextlib.contextmanager
-def _client(address: str | None):
-    """The Dask client of a command: the given scheduler, or a local cluster.
+def _client(address: str | None, dashboard: bool = True):
+    """The Dask client of a command: the given scheduler, or a local cluster (with
+    its dashboard on a free port unless ``dashboard`` is False).
 
     Yields ``(client, description)``: what the cluster is, for the log."""
     from distributed import Client, LocalCluster
@@ -172,7 +176,8 @@ def _client(address: str | None):
     # thread per core and all the memory. The kernels spend their time in numpy/BLAS,
     # which release the GIL, so threads share U without copies or serialisation.
     with LocalCluster(n_workers=1, threads_per_worker=CPU_COUNT, processes=False,
-                      memory_limit=MEMORY_LIMIT, dashboard_address=":0",
+                      memory_limit=MEMORY_LIMIT,
+                      dashboard_address=":0" if dashboard else None,
                       silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
         yield client, (f"local cluster: 1 worker, {CPU_COUNT} threads, "
                        f"{MEMORY_LIMIT / 2**30:.1f} GiB")
@@ -354,7 +359,8 @@ def _skipped_line(res, maf: float, max_missing: float) -> str | None:
 
 def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
              scheduler: str | None = None, kinship=None, covariates=None, sources=None,
-             source: str = "", plot: bool = True, **options) -> tuple[Path, object]:
+             source: str = "", plot: bool = True, dashboard: bool = True,
+             **options) -> tuple[Path, object]:
     """Driver shared by ``dlmm scan`` and ``dlmm demo``.
 
     Fits the null model, computes the variant chunks as Dask tasks, writes each
@@ -392,8 +398,9 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
                            kinship=kinship, loco=options.get("loco", False))
     t0 = time.perf_counter()
     m = ds.sizes["variants"]
-    with _client(scheduler) as (client, cluster):
-        print(f"dask dashboard: {client.dashboard_link} ({cluster})", file=sys.stderr)
+    with _client(scheduler, dashboard) as (client, cluster):
+        link = client.dashboard_link if (dashboard or scheduler) else "off"
+        print(f"dask dashboard: {link} ({cluster})", file=sys.stderr)
         res = scan_mod.scan(ds, y, kinship=kinship, covariates=covariates, **options,
                             **(sources or {}))
         res.attrs["source"] = source
@@ -403,7 +410,7 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
             print("\n".join(head + _counts(a, m, None) + _null_block(a)))
         store.write_results_zarr(res, zpath, resume=resume, overwrite=overwrite,
                                  client=client, on_block=_Progress())
-    res = store.open_results(zpath).load()
+    res = store.load_results(zpath)
     minutes = (time.perf_counter() - t0) / 60
     for i, (tsv, log) in enumerate(zip(tsvs, logs)):
         one = res.copy(deep=False) if traits is None else res.isel(traits=i)
@@ -464,7 +471,7 @@ def _scan(args) -> int:
              max_missing=args.max_missing, em_tol=args.em_tol, em_max_iter=args.em_max_iter,
              test=args.test, traits=getattr(args, "traits", None), loco=args.loco,
              kinship_variants=getattr(args, "kinship_index", None),
-             kinship_rank=args.kinship_rank, plot=args.plot,
+             kinship_rank=args.kinship_rank, plot=args.plot, dashboard=args.dashboard,
              sources={"phenotype_source": ysrc,
                       "kinship_source": args.kinship or args.kinship_variants or "kinship",
                       "covariate_source": args.covar or "covariates"})

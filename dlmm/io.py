@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numba
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -56,11 +57,20 @@ def _need_file(path: str | os.PathLike, what: str) -> Path:
 
 
 def _read_table(path: Path, what: str) -> pd.DataFrame:
+    import csv
+
+    # pandas' C parser (the python one takes 1.4 s for a 300,000-line .bim): fields split
+    # at whitespace, no quoting, no NA strings; a row's missing trailing fields are NaN
     try:
         return pd.read_csv(path, sep=r"\s+", header=None, dtype=str, comment=None,
-                           keep_default_na=False, engine="python")
+                           keep_default_na=False, na_values=[""], quoting=csv.QUOTE_NONE,
+                           engine="c")
     except pd.errors.EmptyDataError:
         raise InputError(path, f"the {what} file is empty", "give a non-empty file") from None
+    except pd.errors.ParserError as e:
+        raise InputError(path, f"the {what} file's rows differ in length "
+                         f"({str(e).split(': ')[-1].strip()})",
+                         "give every row the same number of columns") from None
 
 
 def _to_float(df: pd.DataFrame, path: Path, what: str) -> np.ndarray:
@@ -127,12 +137,27 @@ def balanced_chunks(m: int, chunk_size: int) -> tuple[int, ...]:
 
 
 def _read_bed_block(path: str, n_samples: int, n_variants: int, start: int, stop: int) -> np.ndarray:
-    from bed_reader import open_bed
+    """Variants ``start:stop`` of a variant-major .bed as (variants, samples) float32,
+    the count of the .bim's first allele (A1), NaN for missing."""
+    nbytes = (n_samples + 3) // 4
+    raw = np.fromfile(path, dtype=np.uint8, count=(stop - start) * nbytes,
+                      offset=3 + start * nbytes).reshape(stop - start, nbytes)
+    return _decode_bed(raw, n_samples, _BED_CODES)
 
-    with open_bed(path, iid_count=n_samples, sid_count=n_variants,
-                  properties={"iid": [""] * n_samples, "sid": [""] * n_variants}) as bed:
-        block = bed.read(index=np.s_[:, start:stop], dtype="float32", num_threads=1)
-    return np.ascontiguousarray(block.T)
+
+#: dosage of each 2-bit .bed code: 00 A1/A1, 01 missing, 10 A1/A2, 11 A2/A2
+_BED_CODES = np.array([2.0, np.nan, 1.0, 0.0], dtype=np.float32)
+
+
+@numba.njit(nogil=True, cache=True)
+def _decode_bed(raw, n, codes):  # pragma: no cover (compiled)
+    """(m, ceil(n/4)) .bed bytes -> (m, n) float32 (samples in the low bits first)."""
+    m = raw.shape[0]
+    out = np.empty((m, n), dtype=np.float32)
+    for j in range(m):
+        for i in range(n):
+            out[j, i] = codes[(raw[j, i >> 2] >> (2 * (i & 3))) & 3]
+    return out
 
 
 def read_fam(prefix: str | os.PathLike) -> pd.DataFrame:
@@ -168,7 +193,10 @@ def read_plink(prefix: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK) -> xr
         raise InputError(bed, f"not a variant-major .bed for {n} samples x {m} variants "
                          f"(size {bed.stat().st_size}, expected {expected})",
                          "regenerate the .bed/.bim/.fam together with plink --make-bed")
-    contigs, contig_idx = np.unique(bim[0].to_numpy(), return_inverse=True)
+    # np.unique(..., return_inverse=True) by hashing (sorting 300,000 strings takes 0.1 s)
+    codes, seen = pd.factorize(bim[0].to_numpy())
+    contigs, seen_idx = np.unique(np.asarray(seen, dtype=object), return_inverse=True)
+    contig_idx = seen_idx[codes]
     order = sorted(range(len(contigs)), key=lambda i: _contig_key(contigs[i]))
     rank = np.empty(len(order), dtype=int)
     rank[order] = np.arange(len(order))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from scipy import stats
+from scipy import special
 
 __all__ = [
     "EIGEN_TOL",
@@ -205,45 +205,75 @@ def block_stats(dosage: np.ndarray, covariates: np.ndarray | None = None, *,
     return {"n_miss": n_miss, "af": af, "mean": mean, "tested": tested}
 
 
+def _class_counts(dosage):
+    """Per variant: counts of dosage 0, 1, 2 and missing (m, 4), and the sum of the
+    observed dosages (m,)."""
+    return _class_counts_rows(dosage, np.arange(dosage.shape[0]))
+
+
 @numba.njit(nogil=True, cache=True)
-def _class_counts(dosage):  # pragma: no cover (compiled)
-    m, n = dosage.shape
-    counts = np.zeros((m, 4), dtype=np.int64)  # dosage 0, 1, 2, missing
-    total = np.zeros(m)
-    for j in range(m):
+def _gather(dosage, rows, cols, fill, centre):  # pragma: no cover (compiled)
+    out = np.empty((rows.size, cols.size))
+    for a in range(rows.size):
+        j = rows[a]
+        f = fill[j]
+        c = f if centre else 0.0
+        for b in range(cols.size):
+            v = dosage[j, cols[b]]
+            out[a, b] = (f if np.isnan(v) else v) - c
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _class_counts_rows(dosage, rows):  # pragma: no cover (compiled)
+    """:func:`_class_counts` of ``dosage[rows]`` (rows: int64 indices), without a copy."""
+    n = dosage.shape[1]
+    counts = np.zeros((rows.size, 4), dtype=np.int64)
+    total = np.zeros(rows.size)
+    for a in range(rows.size):
+        j = rows[a]
         c0 = c1 = c2 = cm = 0
         t = 0.0
-        for i in range(n):  # branch-free: genotypes are in random order
+        for i in range(n):
             v = dosage[j, i]
-            ok = v == v  # not NaN
+            ok = v == v
             cm += not ok
             t += v if ok else 0.0
             c0 += v == 0.0
             c1 += v == 1.0
             c2 += v == 2.0
-        counts[j, 0], counts[j, 1], counts[j, 2], counts[j, 3] = c0, c1, c2, cm
-        total[j] = t
+        counts[a, 0], counts[a, 1], counts[a, 2], counts[a, 3] = c0, c1, c2, cm
+        total[a] = t
     return counts, total
 
 
+#: Most variants a GRM block may take in float32: 4 x rows < 2^24 keeps X'X exact.
+_F32_EXACT_ROWS = 1 << 22
+
+
 @numba.njit(nogil=True, cache=True)
-def _gather(dosage, rows, cols, fill):  # pragma: no cover (compiled)
-    out = np.empty((rows.size, cols.size))
-    for a in range(rows.size):
-        j = rows[a]
-        f = fill[j]
+def _gather_f32(dosage, rows, cols, mean):  # pragma: no cover (compiled)
+    """``dosage[rows][:, cols]`` as float32 (no missing calls), and ``a = X' mean``
+    (cols,) float64."""
+    out = np.empty((rows.size, cols.size), dtype=np.float32)
+    a = np.zeros(cols.size)
+    for r in range(rows.size):
+        j = rows[r]
+        mu = mean[r]
         for b in range(cols.size):
             v = dosage[j, cols[b]]
-            out[a, b] = f if np.isnan(v) else v
-    return out
+            out[r, b] = v
+            a[b] += mu * v
+    return out, a
 
 
 def take(dosage: np.ndarray, rows: np.ndarray | None = None, cols: np.ndarray | None = None,
-         fill: np.ndarray | None = None) -> np.ndarray:
+         fill: np.ndarray | None = None, centre: bool = False) -> np.ndarray:
     """``dosage[rows][:, cols]`` as float64 in one pass, NaN replaced by ``fill[row]``.
 
     rows, cols : bool masks or indices (default all); fill : (m,) per-variant
-    value for missing calls (default: keep NaN).  Returns a new C-contiguous
+    value for missing calls (default: keep NaN); centre : also subtract
+    ``fill[row]`` (missing calls become exactly 0).  Returns a new C-contiguous
     (rows, cols) float64 array, whatever the input's float dtype.
     """
     dosage = np.asarray(dosage)
@@ -255,7 +285,7 @@ def take(dosage: np.ndarray, rows: np.ndarray | None = None, cols: np.ndarray | 
     fill = np.full(m, np.nan) if fill is None else np.asarray(fill, dtype=np.float64)
     if dosage.dtype not in (np.float32, np.float64):
         dosage = dosage.astype(np.float64)
-    return _gather(dosage, rows.astype(np.int64), cols.astype(np.int64), fill)
+    return _gather(dosage, rows.astype(np.int64), cols.astype(np.int64), fill, centre)
 
 
 def impute_mean(dosage: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -308,7 +338,20 @@ def grm_block(dosage: np.ndarray, use: np.ndarray, standardise: bool = False,
     (n, n) (or (cols, cols)) sum over used variants of ``x_c x_c^T`` (divide by
     their count).
     """
-    xc = grm_genotypes(dosage, use, standardise, cols)
+    dosage, rows, counts, mean = _grm_stats(dosage, use)
+    n = dosage.shape[1]
+    if (not standardise and rows.size < _F32_EXACT_ROWS
+            and (counts[:, :3].sum(axis=1) == n).all()):
+        # only 0/1/2 calls, none missing: the sums of their products are integers below
+        # 2^24, exact in float32, so X'X by sgemm (twice dgemm's rate), centred after in
+        # float64: sum_j (x_j - mu_j)(x_j - mu_j)' = X'X - a1' - 1a' + mu'mu, a = X'mu
+        at = np.flatnonzero(cols) if cols is not None and not np.all(cols) else np.arange(n)
+        x32, a = _gather_f32(dosage, rows, at, mean[rows])
+        G = (x32.T @ x32).astype(np.float64)
+        G -= a[:, None] + a[None, :]  # a_i + a_k: the same sum either way, G stays symmetric
+        G += mean[rows] @ mean[rows]
+        return G
+    xc = _grm_centred(dosage, rows, mean, standardise, cols)
     return xc.T @ xc  # A^T A: numpy calls BLAS syrk
 
 
@@ -320,21 +363,38 @@ def grm_genotypes(dosage: np.ndarray, use: np.ndarray, standardise: bool = False
     (used, cols)) float64 centred (standardised) dosages of the used variants,
     missing calls at the mean.
     """
+    dosage, rows, _, mean = _grm_stats(dosage, use)
+    return _grm_centred(dosage, rows, mean, standardise, cols)
+
+
+def _grm_stats(dosage, use):
+    """``(dosage as float, used rows, their class counts, (m,) means (0 if unused))``."""
     dosage = np.asarray(dosage)
-    n = dosage.shape[1]
+    if dosage.dtype not in (np.float32, np.float64):
+        dosage = dosage.astype(np.float64)
+    m, n = dosage.shape
     rows = np.flatnonzero(use)
-    counts, total = _class_counts(dosage[rows] if rows.size < dosage.shape[0] else dosage)
+    counts, total = _class_counts_rows(dosage, rows)
+    mean = np.zeros(m)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.nan_to_num(total / (n - counts[:, 3]))
-    xc = take(dosage, rows=rows, fill=mean)  # missing calls at the mean: 0 once centred
-    xc -= mean[:, None]
+        mean[rows] = np.nan_to_num(total / (n - counts[:, 3]))
+    return dosage, rows, counts, mean
+
+
+def _grm_centred(dosage, rows, mean, standardise, cols):
+    """The used rows, centred, missing calls at the mean (0 once centred), scaled with
+    ``standardise``, on the ``cols`` samples: one gather."""
+    n = dosage.shape[1]
+    # with standardise every sample enters the variance, so the chosen samples come after it
+    pick = cols is not None and not standardise and not np.all(cols)
+    xc = take(dosage, rows=rows, cols=cols if pick else None, fill=mean, centre=True)
     if standardise:
         # GEMMA's variance: imputed values count as the mean, over all n.
         var = np.einsum("ij,ij->i", xc, xc) / n
         scale = np.where(var > 0, 1.0 / np.sqrt(np.where(var > 0, var, 1.0)), 1.0)
         xc *= scale[:, None]
-    if cols is not None:
-        xc = take(xc, cols=cols)
+        if cols is not None and not np.all(cols):
+            xc = take(xc, cols=cols)
     return xc
 
 
@@ -374,8 +434,9 @@ def _gram_shared(w, F, X, rest=None):
     m, k, _ = X.shape
     f = F.shape[1]
     c0 = f - 1
-    FF = np.einsum("gn,na,nb->gab", w, F, F)
-    wF = (w[:, :, None] * F[None, :, :]).transpose(1, 0, 2).reshape(n, g * f)
+    wF = w[:, :, None] * F[None, :, :]  # (g, n, f)
+    FF = np.swapaxes(wF, 1, 2) @ F  # (g, f, f): batched BLAS, not einsum's 3-operand loop
+    wF = wF.transpose(1, 0, 2).reshape(n, g * f)
     FX = (X.reshape(m * k, n) @ wF).reshape(m, k, g, f).transpose(0, 2, 1, 3)
     XX = np.empty((m, g, k, k))
     for a in range(k):
@@ -410,10 +471,16 @@ def _grams_kernel(lam, s, FT, X, n_weights, with_logdet):  # pragma: no cover (c
             l1 += sd
             l2 -= sd * sd
         if with_logdet:
+            # log of running products (each factor >= 1), flushed before they could
+            # overflow: a log per ~10 samples, not one per sample
             l0 = 0.0
+            prod = 1.0
             for i in range(n):
-                l0 += np.log(lj * s[i] + 1.0)
-            logdet[0, j] = l0
+                if prod > 1e150:
+                    l0 += np.log(prod)
+                    prod = 1.0
+                prod *= lj * s[i] + 1.0
+            logdet[0, j] = l0 + np.log(prod)
         logdet[1, j] = l1
         logdet[2, j] = l2
         for a in range(p):
@@ -815,6 +882,18 @@ def fit_em(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
 # --------------------------------------------------------------------------
 # tests
 # --------------------------------------------------------------------------
+def chi2_sf(x, df):
+    """``scipy.stats.chi2.sf(x, df)``, the same values, without importing
+    ``scipy.stats`` (about a second at start-up) or its per-call overhead: x <= 0
+    gives 1, NaN stays NaN."""
+    return special.chdtrc(df, np.maximum(x, 0.0))
+
+
+def f_sf(x, dfn, dfd):
+    """``scipy.stats.f.sf(x, dfn, dfd)``, the same values (see :func:`chi2_sf`)."""
+    return special.fdtrc(dfn, dfd, np.maximum(x, 0.0))
+
+
 def lrt(logl_alt: np.ndarray, logl_null: float | np.ndarray, df: int) -> tuple[np.ndarray, np.ndarray]:
     """Likelihood-ratio test ``2 (lnL1 - lnL0) ~ chi2(df)``.
 
@@ -822,7 +901,7 @@ def lrt(logl_alt: np.ndarray, logl_null: float | np.ndarray, df: int) -> tuple[n
     fit below the null) gives p = 1.
     """
     stat = 2.0 * (np.asarray(logl_alt) - logl_null)
-    return stat, stats.chi2.sf(stat, df)
+    return stat, chi2_sf(stat, df)
 
 
 def ols_f_test(y: np.ndarray, dosage: np.ndarray) -> np.ndarray:
@@ -848,7 +927,7 @@ def ols_f_test(y: np.ndarray, dosage: np.ndarray) -> np.ndarray:
     ssm = ((yhat - y.mean()) ** 2).sum(-1)
     sse = ((y - yhat) ** 2).sum(-1)
     F = (ssm / 2.0) / (sse / (n - 3))
-    return stats.f.sf(F, 2, n - 3)
+    return f_sf(F, 2, n - 3)
 
 
 def _residual_gram(M: np.ndarray, c0: int):
@@ -907,7 +986,7 @@ def wald_test(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray,
     M = _grams(np.asarray(lam, dtype=np.float64), s, F, X, with_logdet=False, rest=rest)[0]
     n = s.shape[0] if n is None else n
     beta, se, stat, _, df = _f_tests(*_residual_gram(M, W.shape[1]), n, W.shape[1])
-    return {"beta": beta, "se": se, "stat": stat, "p": stats.f.sf(stat, X.shape[1], df)}
+    return {"beta": beta, "se": se, "stat": stat, "p": f_sf(stat, X.shape[1], df)}
 
 
 def score_test(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray,
@@ -931,7 +1010,7 @@ def score_test(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray,
                rest=rest)[0]
     n = s.shape[0] if n is None else n
     beta, se, _, stat, df = _f_tests(*_residual_gram(M, W.shape[1]), n, W.shape[1])
-    return {"beta": beta, "se": se, "stat": stat, "p": stats.f.sf(stat, X.shape[1], df)}
+    return {"beta": beta, "se": se, "stat": stat, "p": f_sf(stat, X.shape[1], df)}
 
 
 # --------------------------------------------------------------------------
@@ -1029,7 +1108,8 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     lam0 = None if lam_null is None else np.broadcast_to(
         np.asarray(lam_null, dtype=np.float64), (n_traits,))
     starts = null_start if multi and null_start is not None else [null_start] * n_traits
-    x = take(dosage, cols=samples)
+    # the analysed samples' columns, in the input's dtype (no copy when all are analysed)
+    x = dosage if np.all(samples) else np.take(dosage, np.flatnonzero(samples), axis=1)
     st = block_stats(x, W, maf=maf, max_missing=max_missing)
     cols = result_columns(model, tests)
     out = np.full((x.shape[0], n_traits, len(cols)), np.nan)

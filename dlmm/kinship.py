@@ -14,8 +14,10 @@ def _grm_part(block, samples, covariates, maf, max_missing, standardise, subset)
     """One task per block: ``[vec(sum x_c x_c^T), number of variants]``, (1, N*N + 1)."""
     from .blas import single_threaded
 
-    use = kernels.block_stats(kernels.take(block, cols=samples), covariates,
-                              maf=maf, max_missing=max_missing)["tested"]
+    # the analysed samples' columns, in the block's dtype (no copy when all are analysed)
+    analysed = block if samples.all() else np.take(block, np.flatnonzero(samples), axis=1)
+    use = kernels.block_stats(analysed, covariates, maf=maf, max_missing=max_missing)["tested"]
+    del analysed
     with single_threaded():
         part = kernels.grm_block(block, use, standardise, cols=samples if subset else None)
     return np.concatenate([part.ravel(), [float(use.sum())]])[None]

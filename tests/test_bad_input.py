@@ -316,3 +316,19 @@ def test_corrupt_store_chunk(data, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("dlmm: error: "), r.stderr
     assert "g.zarr: call_genotype[20:40] cannot be read" in lines[0] and ". Fix: " in lines[0]
     assert list(out.iterdir()) == []
+
+
+def test_ragged_bim_is_a_clear_error(plink, tmp_path):
+    from pathlib import Path
+
+    from dlmm.errors import InputError
+
+    src = Path(plink["prefix"])
+    for ext in ("bed", "fam"):
+        shutil.copy(src.with_name(f"{src.name}.{ext}"), tmp_path / f"rag.{ext}")
+    lines = src.with_name(f"{src.name}.bim").read_text().splitlines()
+    lines[1] += " extra"
+    (tmp_path / "rag.bim").write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"rag\.bim: the PLINK \.bim file's rows differ in "
+                       r"length \(Expected 6 fields in line 2, saw 7\)"):
+        io.read_plink(tmp_path / "rag")

@@ -54,6 +54,16 @@ def test_good_text_input(lab, tmp_path):
     assert len(pd.read_csv(tmp_path / "ok.assoc.tsv", sep="\t")) == 20
 
 
+def test_no_dashboard_same_results(lab, tmp_path):
+    """--no-dashboard: the local cluster without its Bokeh server, the same table."""
+    args = [lab / "X.txt", "--pheno", lab / "Y.txt", "--kinship", lab / "A.txt", "--no-plot"]
+    r = dlmm("scan", *args, "--no-dashboard", "--out", tmp_path / "nd")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^dask dashboard: off \(local cluster: 1 worker", r.stderr, re.M), r.stderr
+    assert dlmm("scan", *args, "--out", tmp_path / "d").returncode == 0
+    assert (tmp_path / "nd.assoc.tsv").read_text() == (tmp_path / "d.assoc.tsv").read_text()
+
+
 def test_existing_output_not_overwritten(tmp_path, lab):
     args = [lab / "X.txt", "--pheno", lab / "Y.txt", "--kinship", lab / "A.txt"]
     out = tmp_path / "res"

@@ -134,3 +134,28 @@ def test_take_selects_converts_and_fills(dtype):
     np.testing.assert_array_equal(got, ref)
     kept = kernels.take(x, cols=np.flatnonzero(cols))  # indices, NaN kept
     np.testing.assert_array_equal(kept, x.astype(np.float64)[:, cols])
+
+
+@pytest.mark.parametrize("standardise", [False, True])
+@pytest.mark.parametrize("missing", [0.1, 0.0])
+def test_grm_block_with_missing_calls_and_unused_variants(standardise, missing):
+    """Each used variant is centred at its own mean, a missing call at that mean (0 once
+    centred), whichever variants before it are not used; the chosen samples' entries.
+    Without missing calls (centred GRM: exact float32 products, centred after)."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 3, (300, 40)).astype(np.float32)
+    if missing:
+        x[rng.random(x.shape) < missing] = np.nan
+        x[7] = np.nan  # all missing: centred to 0
+    use = rng.random(300) < 0.6
+    cols = rng.random(40) < 0.7
+    xs = x[use].astype(np.float64)
+    mean = np.nan_to_num(np.nanmean(np.where(np.isnan(xs).all(1)[:, None], 0, xs), axis=1))
+    xc = np.where(np.isnan(xs), 0.0, xs - mean[:, None])
+    if standardise:
+        var = (xc * xc).sum(axis=1) / 40
+        xc = xc / np.sqrt(np.where(var > 0, var, 1.0))[:, None]
+    for c in (None, cols):
+        want = xc.T @ xc if c is None else xc[:, c].T @ xc[:, c]
+        got = kernels.grm_block(x, use, standardise, cols=c)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-10)
