@@ -10,14 +10,18 @@ from . import kernels
 __all__ = ["grm", "grm_factor", "grm_loco", "split_at_contigs"]
 
 
+def _used(block, samples, covariates, maf, max_missing):
+    """(m,) bool: the block's variants that pass GEMMA's filters on the analysed samples."""
+    # the analysed samples' columns, in the block's dtype (no copy when all are analysed)
+    analysed = block if samples.all() else np.take(block, np.flatnonzero(samples), axis=1)
+    return kernels.block_stats(analysed, covariates, maf=maf, max_missing=max_missing)["tested"]
+
+
 def _grm_part(block, samples, covariates, maf, max_missing, standardise, subset):
     """One task per block: ``[vec(sum x_c x_c^T), number of variants]``, (1, N*N + 1)."""
     from .blas import single_threaded
 
-    # the analysed samples' columns, in the block's dtype (no copy when all are analysed)
-    analysed = block if samples.all() else np.take(block, np.flatnonzero(samples), axis=1)
-    use = kernels.block_stats(analysed, covariates, maf=maf, max_missing=max_missing)["tested"]
-    del analysed
+    use = _used(block, samples, covariates, maf, max_missing)
     with single_threaded():
         part = kernels.grm_block(block, use, standardise, cols=samples if subset else None)
     return np.concatenate([part.ravel(), [float(use.sum())]])[None]
@@ -94,8 +98,7 @@ def grm(ds: xr.Dataset, samples: np.ndarray | None = None, covariates: np.ndarra
 
 def _factor_part(block, samples, covariates, maf, max_missing, standardise):
     """One task per block: ``[x_c (m, n_out) (0 for unused variants), used (m, 1)]``."""
-    use = kernels.block_stats(kernels.take(block, cols=samples), covariates,
-                              maf=maf, max_missing=max_missing)["tested"]
+    use = _used(block, samples, covariates, maf, max_missing)
     out = np.zeros((block.shape[0], int(np.sum(samples)) + 1))
     out[use, :-1] = kernels.grm_genotypes(block, use, standardise, cols=samples)
     out[:, -1] = use
