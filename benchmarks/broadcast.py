@@ -1,8 +1,8 @@
-"""How U and the null fit reach the workers: scatter(broadcast=True) vs a key in the graph.
+"""How U and the null fit reach the workers: scattered vs a key in the graph.
 
 Same scan, same local cluster of worker processes, A/B alternated: ``dlmm.scan``
 with ``broadcast=True`` (the default: the client scatters the shared state to
-every worker once) and ``broadcast=False`` (a ``dask.delayed`` key inside the
+one worker, the others fetch it from a peer for their first block) and ``broadcast=False`` (a ``dask.delayed`` key inside the
 graph: the client ships it to the scheduler with the graph, one worker
 materialises it, the others fetch it from that worker). The genotypes are
 persisted on the workers first, so only the shared state's route differs.
@@ -56,7 +56,7 @@ def main() -> None:
     u_mib = a.samples**2 * 8 / 2**20
     print(f"n = {a.samples} (U: {u_mib:.0f} MiB), {a.variants} variants in chunks of "
           f"{a.chunk_size}, {a.workers} worker processes, {a.reps} reps")
-    print(f"scatter(broadcast=True): median {med[True]:.2f} s; key in the graph: median "
+    print(f"scatter: median {med[True]:.2f} s; key in the graph: median "
           f"{med[False]:.2f} s; ratio graph/scatter {med[False] / med[True]:.2f}")
     print("times: scatter " + " ".join(f"{t:.2f}" for t in times[True]) + "; graph "
           + " ".join(f"{t:.2f}" for t in times[False]))
