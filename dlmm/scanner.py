@@ -275,8 +275,9 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
     traits : (traits,) names of the phenotype columns (default ``pheno1..``), the
         ``trait_id`` coordinate along ``traits``.
     broadcast : with a ``distributed`` client, scatter the eigenvectors and null
-        fit to every worker once (see :func:`_share`); with ``loco`` each
-        chromosome's go only to where its blocks run.
+        fit (to one worker; each other worker fetches them once, see
+        :func:`_share`) instead of embedding them in the graph; with ``loco``
+        each chromosome's go only to where its blocks run.
     loco : leave one chromosome out: each contig's variants are tested with the
         GRM of the other contigs (:func:`dlmm.kinship.grm_loco`: one pass over the
         genotypes, the whole-genome sums minus the contig's), with its own
