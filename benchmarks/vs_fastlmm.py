@@ -4,10 +4,12 @@ Inputs: mouse_hs1940 (Debian's gemma-doc), phenotype 1 (.fam column 6; NA and
 -9 missing, those samples dropped by both tools) and GEMMA's centred kinship
 ``gemma -bfile mouse -gk 1`` (computed here, 1940 x 1940 in .fam order).
 
-* dlmm: ``python -m dlmm.cli scan mouse --kinship output/k.cXX.txt --no-plot``
+* dlmm: ``python -m dlmm.cli scan mouse --kinship output/k.cXX.txt --no-plot
+  --no-dashboard``
   (whole process: imports, local Dask cluster, read, eigendecomposition, null
   fit, exact per-variant refit of the variance ratio, Zarr + TSV written);
-  ``--no-plot`` because FaST-LMM writes no report.
+  ``--no-plot --no-dashboard`` because FaST-LMM writes no report and serves no
+  dashboard (the local Dask cluster still starts).
 * FaST-LMM: ``single_snp(test_snps=Bed(...), pheno=..., K0=KernelData(iid, K),
   leave_out_one_chrom=False)`` in a fresh ``python`` process (imports, reading
   the kinship text, the scan, the table written as TSV).  A ``KernelData`` is
@@ -110,7 +112,8 @@ def fastlmm_process(d: Path) -> float:
 def dlmm_process(d: Path) -> float:
     t0 = time.perf_counter()
     run([sys.executable, "-m", "dlmm.cli", "scan", str(d / "mouse"), "--kinship",
-         str(d / KINSHIP), "--out", str(d / "dlmm"), "--overwrite", "--no-plot"])
+         str(d / KINSHIP), "--out", str(d / "dlmm"), "--overwrite", "--no-plot",
+         "--no-dashboard"])
     return time.perf_counter() - t0
 
 
