@@ -232,8 +232,8 @@ def profile_dlmm(d: Path) -> None:
         return out
 
     prefix = d / "mouse"
-    client_cm = cli._client(None)
-    client = phase("local cluster start", lambda: client_cm.__enter__())
+    client_cm = cli._client(None, dashboard=False)
+    client, _ = phase("local cluster start", lambda: client_cm.__enter__())
     ds = phase("read_plink (lazy: .bim/.fam)", lambda: io.read_plink(prefix))
     y = phase("phenotype (.fam)", lambda: io.read_fam_phenotype(prefix))
     K = phase("read_kinship (1940 x 1940 text)",
