@@ -120,6 +120,7 @@ def prepare(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None
     ``kinship_variants`` and ``kinship_rank`` choose the low-rank mode (see
     :func:`scan`).
     """
+    kinship_variants = check_lowrank(ds, kinship_variants, kinship_rank, kinship=kinship)
     samples, nulls = _prepare_traits(
         ds, np.asarray(phenotype, dtype=np.float64)[:, None], kinship=kinship,
         covariates=covariates, center=center, solver=solver, maf=maf,
