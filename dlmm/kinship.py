@@ -10,6 +10,17 @@ from . import kernels
 __all__ = ["grm", "grm_factor", "grm_loco", "split_at_contigs"]
 
 
+def dosage_blocks(ds: xr.Dataset):
+    """``call_dosage`` as a (variants, samples) dask array with one chunk over the samples
+    (a numpy one is split in chunks of 10,000 variants)."""
+    import dask.array as da
+
+    dosage = ds["call_dosage"].data
+    if not isinstance(dosage, da.Array):
+        dosage = da.from_array(dosage, chunks=(10_000, -1))
+    return dosage.rechunk({1: -1})
+
+
 def _used(block, samples, covariates, maf, max_missing):
     """(m,) bool: the block's variants that pass GEMMA's filters on the analysed samples."""
     # the analysed samples' columns, in the block's dtype (no copy when all are analysed)
@@ -36,12 +47,8 @@ def _grm_parts(ds, samples, covariates, maf, max_missing, standardise, subset,
     ``subset``) and each block's contig index (None unless ``split_contigs``).
     """
     import dask
-    import dask.array as da
 
-    dosage = ds["call_dosage"].data
-    if not isinstance(dosage, da.Array):
-        dosage = da.from_array(dosage, chunks=(10_000, -1))
-    dosage = dosage.rechunk({1: -1})
+    dosage = dosage_blocks(ds)
     n = dosage.shape[1]
     if samples is None:
         samples = np.ones(n, dtype=bool)
@@ -132,15 +139,13 @@ def grm_factor(ds: xr.Dataset, variants: np.ndarray, samples: np.ndarray | None 
     import dask
     import dask.array as da
 
-    dosage = ds["call_dosage"].data
-    if not isinstance(dosage, da.Array):
-        dosage = da.from_array(dosage, chunks=(10_000, -1))
+    dosage = dosage_blocks(ds)
     variants = np.asarray(variants)
     idx = np.flatnonzero(variants) if variants.dtype == bool else np.unique(variants)
     n = dosage.shape[1]
     samples = np.ones(n, dtype=bool) if samples is None else np.asarray(samples, dtype=bool)
     n_out = int(samples.sum())
-    sub = dosage[idx].rechunk({1: -1})
+    sub = dosage[idx]
     s_d, w_d = (dask.delayed(v, pure=True) for v in (samples, covariates))
     parts = sub.map_blocks(_factor_part, s_d, w_d, maf, max_missing, standardise,
                            chunks=(sub.chunks[0], (n_out + 1,)), dtype=np.float64)

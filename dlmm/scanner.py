@@ -327,10 +327,9 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
     kinship_variants = check_lowrank(ds, kinship_variants, kinship_rank, kinship=kinship,
                                      loco=loco)
     groups = [np.arange(1)] if null is not None else trait_groups(ds, Y, covariates)
-    dosage = ds["call_dosage"].data
-    if not isinstance(dosage, da.Array):
-        dosage = da.from_array(dosage, chunks=(10_000, -1))
-    dosage = dosage.rechunk({1: -1})
+    from .kinship import dosage_blocks
+
+    dosage = dosage_blocks(ds)
     if loco:
         from .kinship import split_at_contigs
         dosage, block_contig = split_at_contigs(dosage, ds["variant_contig"].values)
