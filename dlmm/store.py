@@ -225,12 +225,13 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
     blocks = {i: dask.delayed(tuple)([res[v].data.blocks[i] for v in lazy]) for i in todo}
 
     written = 0
+    arrays = {v: group[v] for v in lazy}
 
     def write(i, values):
         nonlocal written
         sl = slice(int(bounds[i]), int(bounds[i + 1]))
         for v, val in zip(lazy, values):
-            group[v][sl] = val
+            arrays[v][sl] = val
         group["block_run"][i] = run
         group["block_done"][i] = True
         written += 1
@@ -250,7 +251,8 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
     else:
         from distributed import as_completed
 
-        futures = {client.compute(blk): i for i, blk in blocks.items()}
+        # one submission of every block's graph (not one per block)
+        futures = dict(zip(client.compute(list(blocks.values())), blocks))
         for fut, values in as_completed(futures, with_results=True):
             write(futures[fut], values)
     zarr.consolidate_metadata(str(path))
