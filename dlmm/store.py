@@ -191,15 +191,33 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
     n_blocks = len(chunks)
     bounds = np.concatenate([[0], np.cumsum(chunks)])
     fingerprint = _fingerprint(res)
-    if path.exists() and resume:
+    resuming = path.exists() and resume
+    if resuming:
         group = zarr.open_group(str(path), mode="r+")
         if group.attrs.get("dlmm_fingerprint") != fingerprint:
             raise InputError(path, "this result store was made with other inputs or options",
                              "rerun without --resume (and with --overwrite)")
         run = int(np.max(group["block_run"][:])) + 1
+        done = group["block_done"][:]
     else:
         if path.exists() and not overwrite:
             raise InputError(path, "output exists", "pass --overwrite, --resume, or another --out")
+        run, done = 0, np.zeros(n_blocks, dtype=bool)
+    todo = [i for i in range(n_blocks) if not done[i]]
+    blocks = {i: dask.delayed(tuple)([res[v].data.blocks[i] for v in lazy]) for i in todo}
+    if client is None:
+        try:
+            from distributed import default_client
+
+            client = default_client()
+        except (ImportError, ValueError):
+            client = None
+    futures = None
+    if client is not None:
+        # one submission of every block's graph, before a new store is laid out (which
+        # then overlaps the first blocks)
+        futures = dict(zip(client.compute(list(blocks.values())), blocks))
+    if not resuming:
         template = res[lazy]
         # Zarr chunks are regular; the result's blocks need not be (LOCO splits them at
         # chromosome boundaries): blocks are written one after another, so a Zarr chunk
@@ -219,10 +237,6 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
         res.drop_vars(lazy).to_zarr(path, mode="a", zarr_format=ZARR_FORMAT, consolidated=True)
         group = zarr.open_group(str(path), mode="r+")
         group.attrs["dlmm_fingerprint"] = fingerprint
-        run = 0
-    done = group["block_done"][:]
-    todo = [i for i in range(n_blocks) if not done[i]]
-    blocks = {i: dask.delayed(tuple)([res[v].data.blocks[i] for v in lazy]) for i in todo}
 
     written = 0
     arrays = {v: group[v] for v in lazy}
@@ -238,21 +252,12 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
         if on_block is not None:
             on_block(written, len(todo))
 
-    if client is None:
-        try:
-            from distributed import default_client
-
-            client = default_client()
-        except (ImportError, ValueError):
-            client = None
-    if client is None:
+    if futures is None:
         for i, blk in blocks.items():
             write(i, dask.compute(blk)[0])
     else:
         from distributed import as_completed
 
-        # one submission of every block's graph (not one per block)
-        futures = dict(zip(client.compute(list(blocks.values())), blocks))
         for fut, values in as_completed(futures, with_results=True):
             write(futures[fut], values)
     zarr.consolidate_metadata(str(path))
