@@ -322,7 +322,7 @@ def _has_dominance(dosage: np.ndarray, rtol: float = 1e-8) -> np.ndarray:
 
 
 def grm_block(dosage: np.ndarray, use: np.ndarray, standardise: bool = False,
-              cols: np.ndarray | None = None) -> np.ndarray:
+              cols: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """One block's contribution to a GRM (GEMMA ``-gk 1`` / ``-gk 2``).
 
     Parameters
@@ -332,11 +332,14 @@ def grm_block(dosage: np.ndarray, use: np.ndarray, standardise: bool = False,
     standardise : False for the centred GRM, True for the standardised one.
     cols : (n,) bool, the samples whose rows and columns to return (centring
         and scaling still use all n); default all.
+    out : (n, n) (or (cols, cols)) float64 C-contiguous array to write the
+        result into (the GRM pass's task output), or None.
 
     Returns
     -------
     (n, n) (or (cols, cols)) sum over used variants of ``x_c x_c^T`` (divide by
-    their count).
+    their count); ``out`` when given.  Beyond it, the peak memory is the float32
+    product (n^2 / 2 float64s) on the fast path, else the product alone.
     """
     dosage, rows, counts, mean = _grm_stats(dosage, use)
     n = dosage.shape[1]
@@ -347,12 +350,20 @@ def grm_block(dosage: np.ndarray, use: np.ndarray, standardise: bool = False,
         # float64: sum_j (x_j - mu_j)(x_j - mu_j)' = X'X - a1' - 1a' + mu'mu, a = X'mu
         at = np.flatnonzero(cols) if cols is not None and not np.all(cols) else np.arange(n)
         x32, a = _gather_f32(dosage, rows, at, mean[rows])
-        G = (x32.T @ x32).astype(np.float64)
-        G -= a[:, None] + a[None, :]  # a_i + a_k: the same sum either way, G stays symmetric
+        k = at.size
+        G = np.empty((k, k)) if out is None else out
+        G[...] = x32.T @ x32  # widened in place: no float64 copy of the product
+        del x32
+        step = max(1, _FIT_ELEMENTS // k)
+        for i in range(0, k, step):  # in slabs of rows: no (n, n) temporary
+            # a_i + a_k: the same sum either way, G stays symmetric
+            G[i:i + step] -= a[i:i + step, None] + a[None, :]
         G += mean[rows] @ mean[rows]
         return G
     xc = _grm_centred(dosage, rows, mean, standardise, cols)
-    return xc.T @ xc  # A^T A: numpy calls BLAS syrk
+    if out is None:
+        return xc.T @ xc  # A^T A: numpy calls BLAS syrk
+    return np.matmul(xc.T, xc, out=out)
 
 
 def grm_genotypes(dosage: np.ndarray, use: np.ndarray, standardise: bool = False,

@@ -33,9 +33,13 @@ def _grm_part(block, samples, covariates, maf, max_missing, standardise, subset)
     from .blas import single_threaded
 
     use = _used(block, samples, covariates, maf, max_missing)
+    k = int(samples.sum()) if subset else block.shape[1]
+    out = np.empty(k * k + 1)  # the task's output, written in place (no n x n copy)
     with single_threaded():
-        part = kernels.grm_block(block, use, standardise, cols=samples if subset else None)
-    return np.concatenate([part.ravel(), [float(use.sum())]])[None]
+        kernels.grm_block(block, use, standardise, cols=samples if subset else None,
+                          out=out[:-1].reshape(k, k))
+    out[-1] = float(use.sum())
+    return out[None]
 
 
 def _grm_parts(ds, samples, covariates, maf, max_missing, standardise, subset,
@@ -62,6 +66,24 @@ def _grm_parts(ds, samples, covariates, maf, max_missing, standardise, subset,
                               subset, chunks=((1,) * nb, (n_out * n_out + 1,)),
                               dtype=np.float64)
     return parts, n_out, block_contig
+
+
+def _sum_parts(parts):
+    """Sum of the GRM pass's (blocks, N) parts over blocks, pairwise: each sum runs as
+    soon as two parts are done (dask's default holds 4 to 16) and adds them without
+    first concatenating them (3 parts in memory per sum, not 4)."""
+    import dask.array as da
+
+    def add(xs, axis, keepdims):  # xs: a list of (1, N) parts (or one part)
+        xs = xs if isinstance(xs, list) else [xs]
+        total = xs[0] + xs[1] if len(xs) > 1 else xs[0]
+        for x in xs[2:]:
+            total += x
+        return total
+
+    return da.reduction(parts, chunk=lambda x, axis, keepdims: x, combine=add, aggregate=add,
+                        axis=0, keepdims=True, split_every=2, concatenate=False,
+                        dtype=parts.dtype)[0]
 
 
 def grm(ds: xr.Dataset, samples: np.ndarray | None = None, covariates: np.ndarray | None = None,
@@ -92,7 +114,7 @@ def grm(ds: xr.Dataset, samples: np.ndarray | None = None, covariates: np.ndarra
     (``"centred"`` or ``"standardised"``).
     """
     parts, n, _ = _grm_parts(ds, samples, covariates, maf, max_missing, standardise, subset)
-    total = parts.sum(axis=0)
+    total = _sum_parts(parts)
     K = total[:-1].reshape(n, n) / total[-1]
     out = xr.DataArray(K, dims=("samples", "samples_2"), name="grm")
     if "sample_id" in ds:
@@ -207,7 +229,7 @@ def grm_loco(ds: xr.Dataset, samples: np.ndarray | None = None,
     for c in range(n_contigs):
         idx = np.flatnonzero(block_contig == c)
         if idx.size:
-            total = parts[idx].sum(axis=0)
+            total = _sum_parts(parts[idx])
             sums.append(total[:-1].reshape(n, n))
             nums.append(total[-1])
         else:
