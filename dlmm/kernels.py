@@ -1092,7 +1092,8 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     U, s : eigenvectors (n, r) and eigenvalues (r,) of the analysed kinship;
         r < n is the low-rank mode (FaST-LMM): the rotation costs O(n r) per
         variant and the part outside U's span enters through
-        :func:`lowrank_rest`.
+        :func:`lowrank_rest`.  A float32 U (full rank only) rotates the block
+        in single precision (twice the rate; the fit stays float64).
     W : (n, c) covariates, Wr = U^T W, yr = U^T y: (r,) one trait, or (r, t).
     y : the unrotated phenotype(s), (n,) or (n, t); needed when r < n.
     logl_null : null-model log-likelihood (from the same solver); (t,) for t traits.
@@ -1139,7 +1140,13 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
         X = variant_design(xt, model)
         m, k, n = X.shape
         r = U.shape[1]
-        Xr = rotate(U, X.reshape(m * k, n)).reshape(m, k, r)
+        if U.dtype == np.float32:
+            if r < n:
+                raise ValueError("a float32 rotation is for a full eigenbasis (r = n)")
+            Xr = rotate(U, X.reshape(m * k, n).astype(np.float32)).astype(np.float64)
+        else:
+            Xr = rotate(U, X.reshape(m * k, n))
+        Xr = Xr.reshape(m, k, r)
         if r < n:
             if y is None:
                 raise ValueError("a thin U (low-rank mode) needs the unrotated phenotype y")

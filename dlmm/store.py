@@ -148,7 +148,7 @@ def _fingerprint(res: xr.Dataset) -> str:
     import json
 
     keys = ("model", "solver", "em_start", "n_samples_total", "n_analysed", "n_covariates",
-            "inputs_sha1", "source", "tests")
+            "inputs_sha1", "source", "tests", "rotation_dtype")
     fp = {k: res.attrs.get(k) for k in keys}
     fp["chunks"] = list(res["variant_lmm_tested"].chunks[0])
     return json.dumps(fp, sort_keys=True, default=str)

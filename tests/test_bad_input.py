@@ -240,6 +240,9 @@ CASES = [
      ["--kinship-rank", "must be at least 1"]),
     ("kinship-rank-with-loco", None, ["p", "--loco", "--kinship-rank", 5],
      ["--kinship-rank", "not available with --loco"]),
+    ("float32-rotation-with-low-rank", None,
+     ["p", "--kinship-variants", 5, "--rotation-dtype", "float32"],
+     ["--rotation-dtype", "float32 is for the full-rank scan"]),
 ]
 
 

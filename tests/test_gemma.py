@@ -40,10 +40,16 @@ def test_grm_equals_gemma_gk1(mouse):
     assert np.abs(K - K_gemma).max() < 1e-8
 
 
-@pytest.mark.parametrize("kinship", ["gemma", "own"])
-def test_exact_lrt_matches_gemma_lmm2(mouse, tmp_path, kinship):
+@pytest.mark.parametrize("kinship,rotation", [("gemma", "float64"), ("own", "float64"),
+                                              ("own", "float32")])
+def test_exact_lrt_matches_gemma_lmm2(mouse, tmp_path, kinship, rotation):
     extra = ["--kinship", str(mouse["kinship"])] if kinship == "gemma" else []
-    ours, log = _dlmm_scan(mouse, tmp_path / "m", *extra)
+    ours, log = _dlmm_scan(mouse, tmp_path / "m", *extra, "--rotation-dtype", rotation)
+    # the float32 rotation is said in the log and recorded in the store
+    assert log.get("genotype rotation") == ("float32" if rotation == "float32" else None)
+    from dlmm.store import open_results
+
+    assert open_results(tmp_path / "m.zarr").attrs["rotation_dtype"] == rotation
     gemma = pd.read_csv(mouse["assoc"], sep="\t")
     # the same variant set, in the same order, with the same summaries
     assert list(ours["rs"]) == list(gemma["rs"])

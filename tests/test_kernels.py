@@ -105,6 +105,38 @@ def test_eigen_zeroing_and_rotation():
     np.testing.assert_allclose(kernels.rotate(U, y), U.T @ y)
 
 
+@pytest.mark.parametrize("model", ["additive", "genotypic"])
+def test_float32_rotation_close_to_float64(model):
+    """A float32 U rotates the block in single precision: the results move (the path is
+    taken) but by little, and the low-rank mode refuses it."""
+    sim = _sim(m=60)
+    K = kernels.center_kinship(_grm(sim["dosage"]))
+    s, U = kernels.eigh_kinship(K)
+    n = U.shape[0]
+    W = np.ones((n, 1))
+    y = sim["phenotype"]
+    yr, Wr = kernels.rotate(U, y), kernels.rotate(U, W.T).T
+    null = kernels.fit_exact(s, Wr, yr, np.zeros((1, 0, n)))
+    kw = dict(samples=np.ones(n, dtype=bool), s=s, W=W, Wr=Wr, yr=yr,
+              logl_null=float(null.logl[0]), model=model, tests=("lrt", "wald", "score"),
+              lam_null=float(null.lam[0]))
+    x = sim["dosage"].astype(np.float32)
+    ref = kernels.scan_block(x, U=U, **kw)
+    got = kernels.scan_block(x, U=U.astype(np.float32), **kw)
+    cols = kernels.result_columns(model, ("lrt", "wald", "score"))
+    tested = ref[:, cols.index("tested")] == 1
+    assert tested.sum() > 40
+    for c in ("p_lrt", "p_wald", "p_score"):
+        p0, p1 = ref[tested, cols.index(c)], got[tested, cols.index(c)]
+        d = np.abs(np.log10(p0) - np.log10(p1))
+        assert 0 < d.max() < 1e-4, (c, d.max())
+    np.testing.assert_allclose(got[tested, cols.index("logl_H1")],
+                               ref[tested, cols.index("logl_H1")], rtol=1e-7)
+    with pytest.raises(ValueError, match="full eigenbasis"):
+        kernels.scan_block(x, U=U[:, -30:].astype(np.float32), **dict(kw, s=s[-30:],
+                           Wr=Wr[-30:], yr=yr[-30:]), y=y)
+
+
 def test_block_stats_filters_like_gemma():
     x = np.array([
         [0, 1, 2, 1, 0, 0, 1, 2, 1, 0],        # fine
