@@ -288,6 +288,12 @@ def take(dosage: np.ndarray, rows: np.ndarray | None = None, cols: np.ndarray | 
     return _gather(dosage, rows.astype(np.int64), cols.astype(np.int64), fill, centre)
 
 
+def analysed(dosage: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """The analysed samples' columns of a (m, N) block, in its dtype: the block itself
+    (no copy) when every sample is analysed.  samples : (N,) bool."""
+    return dosage if np.all(samples) else np.take(dosage, np.flatnonzero(samples), axis=1)
+
+
 def impute_mean(dosage: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """Replace missing (NaN) dosages by the variant's mean, ``(m, n) -> (m, n)``."""
     return take(dosage, fill=np.nan_to_num(mean))
@@ -1120,8 +1126,7 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     lam0 = None if lam_null is None else np.broadcast_to(
         np.asarray(lam_null, dtype=np.float64), (n_traits,))
     starts = null_start if multi and null_start is not None else [null_start] * n_traits
-    # the analysed samples' columns, in the input's dtype (no copy when all are analysed)
-    x = dosage if np.all(samples) else np.take(dosage, np.flatnonzero(samples), axis=1)
+    x = analysed(dosage, samples)
     st = block_stats(x, W, maf=maf, max_missing=max_missing)
     cols = result_columns(model, tests)
     out = np.full((x.shape[0], n_traits, len(cols)), np.nan)

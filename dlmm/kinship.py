@@ -23,9 +23,8 @@ def dosage_blocks(ds: xr.Dataset):
 
 def _used(block, samples, covariates, maf, max_missing):
     """(m,) bool: the block's variants that pass GEMMA's filters on the analysed samples."""
-    # the analysed samples' columns, in the block's dtype (no copy when all are analysed)
-    analysed = block if samples.all() else np.take(block, np.flatnonzero(samples), axis=1)
-    return kernels.block_stats(analysed, covariates, maf=maf, max_missing=max_missing)["tested"]
+    return kernels.block_stats(kernels.analysed(block, samples), covariates, maf=maf,
+                               max_missing=max_missing)["tested"]
 
 
 def _grm_part(block, samples, covariates, maf, max_missing, standardise, subset):
