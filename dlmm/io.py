@@ -338,7 +338,7 @@ def read_kinship(path: str | os.PathLike, n_samples: int | None = None,
         K, ids = _read_kinship_zarr(p)
         if ids is not None:
             K = _align_kinship(K, ids, sample_id, p)
-        # positive semi-definiteness is checked once, by scanner.validate_inputs
+        # positive semi-definiteness is checked by dlmm.scan (scanner._prepare_traits)
         return validate_kinship(K, p, n_samples, psd=False)
     p = _need_file(path, "kinship")
     ids = None
@@ -362,7 +362,7 @@ def read_kinship(path: str | os.PathLike, n_samples: int | None = None,
                          "give GEMMA's whitespace n x n text, .npy or .npz") from None
     if ids is not None:
         K = _align_kinship(K, ids, sample_id, p)
-    # positive semi-definiteness is checked once, by scanner.validate_inputs
+    # positive semi-definiteness is checked by dlmm.scan (scanner._prepare_traits)
     return validate_kinship(K, p, n_samples, psd=False)
 
 
@@ -481,11 +481,16 @@ def validate_kinship(K: np.ndarray, source, n_samples: int | None = None, *,
     try:
         np.linalg.cholesky(K + shift * np.eye(K.shape[0]))
     except np.linalg.LinAlgError:
-        raise InputError(source, "kinship is not positive semi-definite (an eigenvalue is "
-                         f"below -{PSD_TOL:g} x its mean diagonal)",
-                         "give a relationship matrix (e.g. a GRM), not a distance or "
-                         "an edited matrix") from None
+        raise not_psd(source) from None
     return K
+
+
+def not_psd(source) -> InputError:
+    """The error for a kinship with an eigenvalue below -PSD_TOL x its mean diagonal."""
+    return InputError(source, "kinship is not positive semi-definite (an eigenvalue is "
+                      f"below -{PSD_TOL:g} x its mean diagonal)",
+                      "give a relationship matrix (e.g. a GRM), not a distance or "
+                      "an edited matrix")
 
 
 def is_url(path) -> bool:

@@ -27,6 +27,7 @@ __all__ = [
     "center_kinship",
     "LOG_LAMBDA_BOUNDS",
     "eigh_kinship",
+    "NotPositiveSemiDefinite",
     "eigen_from_svd",
     "lowrank_rest",
     "grm_genotypes",
@@ -67,8 +68,13 @@ def center_kinship(kinship: np.ndarray) -> np.ndarray:
     return K - K.mean(axis=1, keepdims=True)
 
 
+class NotPositiveSemiDefinite(ValueError):
+    """A kinship's eigenvalue is clearly negative (see :func:`eigh_kinship`'s ``psd_tol``)."""
+
+
 def eigh_kinship(kinship: np.ndarray, tol: float | None = None,
-                 rank: int | None = None, overwrite: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                 rank: int | None = None, overwrite: bool = False,
+                 psd_tol: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Eigendecompose a kinship matrix once.
 
     LAPACK's ``dsyevr`` (MRRR) through scipy: measured at n = 4,000, its peak
@@ -86,6 +92,9 @@ def eigh_kinship(kinship: np.ndarray, tol: float | None = None,
         those); default all.
     overwrite : let LAPACK use ``kinship`` (float64) as its workspace,
         destroying it: one n x n matrix less.
+    psd_tol : raise :class:`NotPositiveSemiDefinite` if an eigenvalue is below
+        ``-psd_tol`` times the mean absolute diagonal (all eigenvalues only:
+        ignored with ``rank``).  The check is free: no Cholesky factorisation.
 
     Returns
     -------
@@ -99,11 +108,15 @@ def eigh_kinship(kinship: np.ndarray, tol: float | None = None,
     K = np.asarray(kinship, dtype=np.float64)
     n = K.shape[0]
     low = rank is not None and rank < n
+    scale = max(float(np.abs(np.diag(K)).mean()), 1e-300) if n else 1.0  # before LAPACK
     s, U = eigh(K, driver="evr", subset_by_index=[n - rank, n - 1] if low else None,
                 overwrite_a=overwrite, check_finite=False)
     if low:
         keep = s >= tol  # a zero eigenvalue's vector is part of the rest
         return s[keep], np.ascontiguousarray(U[:, keep])
+    if psd_tol is not None and n and s[0] < -psd_tol * scale:
+        raise NotPositiveSemiDefinite(f"eigenvalue {s[0]:.3g} below -{psd_tol:g} x the "
+                                      f"mean diagonal {scale:.3g}")
     s[s < tol] = 0.0
     return s, U
 

@@ -71,9 +71,14 @@ def _validate_phenotype(y: np.ndarray, n: int, source: str) -> np.ndarray:
 
 def validate_inputs(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = None,
                     covariates: np.ndarray | None = None, phenotype_source: str = "phenotype",
-                    kinship_source: str = "kinship", covariate_source: str = "covariates"):
-    """Check the inputs of a scan at the boundary (no genotype is read; a given
-    kinship costs one Cholesky factorisation).
+                    kinship_source: str = "kinship", covariate_source: str = "covariates",
+                    psd: bool = True):
+    """Check the inputs of a scan at the boundary (no genotype is read).
+
+    With ``psd`` a given kinship is also checked to be positive semi-definite:
+    one Cholesky factorisation.  :func:`scan` checks that instead from the
+    eigendecomposition it computes anyway, so a caller that runs this before
+    ``scan`` (the CLI, to fail before its cluster starts) checks it once more.
 
     Returns ``(y, samples, W, K)``: the phenotype (samples,) (one trait), the analysed
     samples' mask (non-missing phenotype and covariates), their covariates
@@ -101,7 +106,7 @@ def validate_inputs(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarra
         raise InputError(covariate_source, "covariate columns are collinear on the "
                          f"{n} analysed samples (rank {np.linalg.matrix_rank(W)} < "
                          f"{W.shape[1]} columns)", "drop redundant covariate columns")
-    K = None if kinship is None else validate_kinship(kinship, kinship_source, n_all)
+    K = None if kinship is None else validate_kinship(kinship, kinship_source, n_all, psd=psd)
     return y, samples, W, K
 
 
@@ -162,13 +167,16 @@ def _prepare_traits(ds, Y, *, kinship, covariates, center, solver, maf, max_miss
     """:func:`prepare` for traits ``Y`` (samples, t) missing on the same samples: one
     kinship and one eigendecomposition, one null fit per trait.  ``info``: a dict
     to receive ``kinship_variants_used`` in the low-rank mode."""
+    from .io import PSD_TOL, not_psd
     from .kinship import grm
 
-    # the kinship (a Cholesky factorisation) is checked once per group
+    # a given kinship is checked once per group; positive semi-definite from its
+    # eigenvalues when all are computed (free), else by a Cholesky factorisation
+    all_eigen = kinship_variants is None and kinship_rank is None
     checked = [validate_inputs(ds, Y[:, j], kinship=kinship if j == 0 else None,
                                covariates=covariates, phenotype_source=phenotype_source,
                                kinship_source=kinship_source,
-                               covariate_source=covariate_source)
+                               covariate_source=covariate_source, psd=not all_eigen)
                for j in range(Y.shape[1])]
     _, samples, W, K = checked[0]
     if any((c[1] != samples).any() for c in checked):
@@ -186,7 +194,11 @@ def _prepare_traits(ds, Y, *, kinship, covariates, center, solver, maf, max_miss
             K = K[np.ix_(samples, samples)]
         if center:
             K = kernels.center_kinship(K)
-        eig = kernels.eigh_kinship(K, rank=kinship_rank, overwrite=True)  # K is ours
+        try:  # the kinship as used: the analysed samples' (centred) part
+            eig = kernels.eigh_kinship(K, rank=kinship_rank, overwrite=True,  # K is ours
+                                       psd_tol=PSD_TOL if kinship is not None else None)
+        except kernels.NotPositiveSemiDefinite:
+            raise not_psd(kinship_source) from None
     nulls = [fit_null_model(c[0][samples], W, K, em=(solver == "em"), em_tol=em_tol,
                             em_max_iter=em_max_iter, eig=eig) for c in checked]
     return samples, nulls
