@@ -11,6 +11,7 @@ impute, rotate, fit, LRT.  The result is a lazy
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
@@ -447,14 +448,14 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
     out = outs[0] if len(outs) == 1 else da.concatenate(outs, axis=1)[:, order].rechunk(
         {1: -1})
     dims = ("variants", "traits") if multi else ("variants",)
-    data = {}
+    data, columns = {}, {}
     for i, c in enumerate(cols):
+        dtype = np.int64 if c == "n_miss" else bool if c == "tested" else np.float64
         col = out[:, :, i] if multi else out[:, 0, i]
-        if c == "n_miss":
-            col = col.astype(np.int64)
-        elif c == "tested":
-            col = col.astype(bool)
+        if dtype is not np.float64:
+            col = col.astype(dtype)
         data[_OUTPUT_NAMES[c]] = (dims, col)
+        columns[_OUTPUT_NAMES[c]] = (i, dtype, col.name)
     keep = [v for v in ("variant_id", "variant_contig", "variant_position", "variant_allele",
                         "contig_id") if v in ds]
     # strings as object arrays: Zarr v2 stores them as vlen-utf8 whatever they came as
@@ -475,7 +476,44 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
                  rotation_dtype=rotation_dtype,
                  em_start=em_start if solver == "em" else "", tests=",".join(tests))
     res.attrs.update(attrs)
+    # for writers (dlmm.store.write_results_zarr): every variable of a block from one task
+    res.encoding["dlmm_blocks"] = BlockColumns(out, columns, multi)
     return res
+
+
+@dataclass(frozen=True)
+class BlockColumns:
+    """How a scan's result variables come from one (variants, traits, columns) array.
+
+    Each variable is a column of ``array``, one task per variants chunk, so a
+    writer can compute a block's variables as one task (not one per variable)
+    and split them with :meth:`split`.  ``columns``: name -> (column, dtype,
+    the Dask name of the variable as :func:`scan` made it).
+    """
+
+    array: object
+    columns: dict
+    multi: bool
+
+    def covers(self, res: xr.Dataset, names) -> bool:
+        """Whether ``res[names]`` are still the columns of ``array`` (not edited)."""
+        return all(v in self.columns and getattr(res[v].data, "name", None) ==
+                   self.columns[v][2] for v in names)
+
+    def task(self, i: int, names):
+        """A delayed task: the variables ``names`` of variants chunk ``i`` (a tuple)."""
+        import dask
+
+        parts = self.array.to_delayed(optimize_graph=False)
+        spec = [self.columns[v][:2] for v in names]
+        return dask.delayed(_split_block, pure=True)(
+            parts[(i,) + (0,) * (parts.ndim - 1)], spec, self.multi)
+
+
+def _split_block(block: np.ndarray, spec, multi: bool) -> tuple[np.ndarray, ...]:
+    """Columns ``spec`` ((column, dtype) each) of one (variants, traits, columns) block."""
+    return tuple((block[:, :, i] if multi else block[:, 0, i]).astype(dtype, copy=False)
+                 for i, dtype in spec)
 
 
 def trait_attrs(attrs: dict, i: int) -> dict:

@@ -158,9 +158,11 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
                        overwrite: bool = False, client=None, on_block=None) -> Path:
     """Compute a lazy result Dataset and write it to Zarr block by block.
 
-    Each variant chunk is one Dask task; as each finishes, its rows are written
-    to the store (a region of every variable) and then its ``block_done`` flag
-    is set, so a crash never loses finished blocks.  With ``resume`` an
+    Each variant chunk is one Dask task (for a result of :func:`dlmm.scan` whose
+    variables are not edited, the scan's task itself: its columns are split
+    into the variables here, not a task per variable); as each finishes, its
+    rows are written to the store (a region of every variable) and then its
+    ``block_done`` flag is set, so a crash never loses finished blocks.  With ``resume`` an
     existing store made with the same inputs and options is completed: only
     blocks not flagged done are computed.
 
@@ -204,7 +206,12 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
             raise InputError(path, "output exists", "pass --overwrite, --resume, or another --out")
         run, done = 0, np.zeros(n_blocks, dtype=bool)
     todo = [i for i in range(n_blocks) if not done[i]]
-    blocks = {i: dask.delayed(tuple)([res[v].data.blocks[i] for v in lazy]) for i in todo}
+    stacked = res.encoding.get("dlmm_blocks")
+    if stacked is not None and stacked.covers(res, lazy):
+        # a block's variables from its one scan task, not a task each
+        blocks = {i: stacked.task(i, lazy) for i in todo}
+    else:
+        blocks = {i: dask.delayed(tuple)([res[v].data.blocks[i] for v in lazy]) for i in todo}
     if client is None:
         try:
             from distributed import default_client

@@ -200,3 +200,45 @@ def test_plink_reader_decodes_like_bed_reader(tmp_path):
     assert ds["call_dosage"].data.numblocks[0] == 5
     np.testing.assert_array_equal(ds["call_dosage"].values, x.T)
     assert (ds["variant_allele"].values[:, 1] == "C").all()  # the dosage counts A1
+
+
+@pytest.mark.parametrize("traits", [1, 2])
+def test_store_takes_each_block_from_one_task_unless_a_variable_was_edited(plink, traits,
+                                                                           tmp_path):
+    """A scan's result is written one task per block (its variables split on the
+    client), the same store as one task per variable and block; a variable edited after
+    the scan is written as edited."""
+    import dask
+    import xarray as xr
+    from dask.callbacks import Callback
+
+    prefix = plink["prefix"]
+    ds = io.read_plink(prefix, chunk_size=700)
+    y = io.read_fam_phenotype(prefix)
+    Y = y if traits == 1 else np.column_stack([y, np.roll(y, 7)])
+    res = dlmm.scan(ds, Y)
+    computed = []
+
+    def count(key, *_, **__):
+        computed.append(key)
+
+    with dask.config.set(scheduler="sync"), Callback(pretask=count):
+        store.write_results_zarr(res, tmp_path / "one.zarr")
+    # per block: the .bed read, the scan, the split (and the GRM pass before)
+    n_blocks = ds["call_dosage"].data.numblocks[0]
+    assert sum("_split_block" in str(k) for k in computed) == n_blocks
+    assert sum("getitem" in str(k) for k in computed) == 0, computed
+
+    slow = res.copy()
+    slow.encoding = {}  # no record of the scan's one array: a task per variable and block
+    store.write_results_zarr(slow, tmp_path / "each.zarr")
+    a, b = store.load_results(tmp_path / "one.zarr"), store.load_results(tmp_path / "each.zarr")
+    xr.testing.assert_identical(a, b)
+    assert a["variant_lmm_tested"].dtype == bool and a["variant_n_missing"].dtype == np.int64
+
+    edited = res.copy()
+    edited["variant_lmm_p_value"] = edited["variant_lmm_p_value"] * 0.5
+    store.write_results_zarr(edited, tmp_path / "edited.zarr")
+    c = store.load_results(tmp_path / "edited.zarr")
+    np.testing.assert_array_equal(c["variant_lmm_p_value"], 0.5 * a["variant_lmm_p_value"])
+    np.testing.assert_array_equal(c["variant_lmm_beta"], a["variant_lmm_beta"])
