@@ -145,6 +145,11 @@ def _read_bed_block(path: str, n_samples: int, n_variants: int, start: int, stop
     return _decode_bed(raw, n_samples, _BED_CODES)
 
 
+def _read_bed_chunk(path: str, n_samples: int, n_variants: int, block_info=None) -> np.ndarray:
+    (start, stop), _ = block_info[None]["array-location"]
+    return _read_bed_block(path, n_samples, n_variants, start, stop)
+
+
 #: dosage of each 2-bit .bed code: 00 A1/A1, 01 missing, 10 A1/A2, 11 A2/A2
 _BED_CODES = np.array([2.0, np.nan, 1.0, 0.0], dtype=np.float32)
 
@@ -175,8 +180,8 @@ def read_plink(prefix: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK) -> xr
     The dosage counts the first allele of the .bim (column 5, PLINK's A1,
     GEMMA's ``allele1``), chunked by ``chunk_size`` variants.
     """
-    import dask
     import dask.array as da
+    from dask.base import tokenize
 
     bed = _need_file(f"{prefix}.bed", "PLINK .bed")
     bim_path = _need_file(f"{prefix}.bim", "PLINK .bim")
@@ -205,12 +210,14 @@ def read_plink(prefix: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK) -> xr
     except ValueError:
         raise InputError(bim_path, "column 4 (position) is not an integer",
                          "fix the .bim positions") from None
-    blocks = []
-    bounds = np.cumsum((0,) + balanced_chunks(m, chunk_size))
-    for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        read = dask.delayed(_read_bed_block, pure=True)(str(bed), n, m, start, stop)
-        blocks.append(da.from_delayed(read, shape=(stop - start, n), dtype=np.float32))
-    dosage = da.concatenate(blocks, axis=0) if blocks else da.zeros((0, n), dtype=np.float32)
+    # one task per chunk, with no inputs (root tasks, read as the scans need them; see
+    # _checked_read), not a from_delayed per chunk concatenated (three tasks per chunk)
+    chunks = (balanced_chunks(m, chunk_size), (n,))
+    dosage = da.map_blocks(
+        _read_bed_chunk, path=str(bed), n_samples=n, n_variants=m, chunks=chunks,
+        dtype=np.float32, meta=np.empty((0, 0), dtype=np.float32),
+        name="read-bed-" + tokenize(str(bed), n, m, chunks),
+    ) if m else da.zeros((0, n), dtype=np.float32)
     return genotype_dataset(
         dosage, sample_id=fam[1].to_numpy(), variant_id=bim[1].to_numpy(),
         variant_contig=rank[contig_idx], contig_id=contigs[order],

@@ -485,10 +485,11 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
 class BlockColumns:
     """How a scan's result variables come from one (variants, traits, columns) array.
 
-    Each variable is a column of ``array``, one task per variants chunk, so a
-    writer can compute a block's variables as one task (not one per variable)
-    and split them with :meth:`split`.  ``columns``: name -> (column, dtype,
-    the Dask name of the variable as :func:`scan` made it).
+    Each variable is a column of ``array``, whose variants chunks are the scan's
+    tasks, so a writer can compute a block as that one task (:meth:`blocks`) and
+    split it into the variables itself (:meth:`split`), not run a task per
+    variable and block.  ``columns``: name -> (column, dtype, the Dask name of
+    the variable as :func:`scan` made it).
     """
 
     array: object
@@ -500,20 +501,19 @@ class BlockColumns:
         return all(v in self.columns and getattr(res[v].data, "name", None) ==
                    self.columns[v][2] for v in names)
 
-    def task(self, i: int, names):
-        """A delayed task: the variables ``names`` of variants chunk ``i`` (a tuple)."""
-        import dask
-
+    def blocks(self) -> list:
+        """``array``'s variants chunks as Dask delayed objects (one chunk across the
+        other axes)."""
         parts = self.array.to_delayed(optimize_graph=False)
-        spec = [self.columns[v][:2] for v in names]
-        return dask.delayed(_split_block, pure=True)(
-            parts[(i,) + (0,) * (parts.ndim - 1)], spec, self.multi)
+        return list(parts.reshape(parts.shape[0]))
 
-
-def _split_block(block: np.ndarray, spec, multi: bool) -> tuple[np.ndarray, ...]:
-    """Columns ``spec`` ((column, dtype) each) of one (variants, traits, columns) block."""
-    return tuple((block[:, :, i] if multi else block[:, 0, i]).astype(dtype, copy=False)
-                 for i, dtype in spec)
+    def split(self, block: np.ndarray, names) -> tuple[np.ndarray, ...]:
+        """The variables ``names`` of one computed block of ``array``."""
+        out = []
+        for v in names:
+            i, dtype, _ = self.columns[v]
+            out.append((block[:, :, i] if self.multi else block[:, 0, i]).astype(dtype))
+        return tuple(out)
 
 
 def trait_attrs(attrs: dict, i: int) -> dict:

@@ -159,8 +159,8 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
     """Compute a lazy result Dataset and write it to Zarr block by block.
 
     Each variant chunk is one Dask task (for a result of :func:`dlmm.scan` whose
-    variables are not edited, the scan's task itself: its columns are split
-    into the variables here, not a task per variable); as each finishes, its
+    variables are not edited, the scan's task itself, split into the variables
+    here: not a task per variable); as each finishes, its
     rows are written to the store (a region of every variable) and then its
     ``block_done`` flag is set, so a crash never loses finished blocks.  With ``resume`` an
     existing store made with the same inputs and options is completed: only
@@ -208,10 +208,17 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
     todo = [i for i in range(n_blocks) if not done[i]]
     stacked = res.encoding.get("dlmm_blocks")
     if stacked is not None and stacked.covers(res, lazy):
-        # a block's variables from its one scan task, not a task each
-        blocks = {i: stacked.task(i, lazy) for i in todo}
-    else:
+        # a block is the scan's one task, split into the variables here
+        parts = stacked.blocks()
+        blocks = {i: parts[i] for i in todo}
+
+        def unpack(values):
+            return stacked.split(values, lazy)
+    else:  # a task per variable and block, gathered per block
         blocks = {i: dask.delayed(tuple)([res[v].data.blocks[i] for v in lazy]) for i in todo}
+
+        def unpack(values):
+            return values
     if client is None:
         try:
             from distributed import default_client
@@ -251,7 +258,7 @@ def write_results_zarr(res: xr.Dataset, path: str | os.PathLike, *, resume: bool
     def write(i, values):
         nonlocal written
         sl = slice(int(bounds[i]), int(bounds[i + 1]))
-        for v, val in zip(lazy, values):
+        for v, val in zip(lazy, unpack(values)):
             arrays[v][sl] = val
         group["block_run"][i] = run
         group["block_done"][i] = True
