@@ -97,36 +97,40 @@ def format_table(df: pd.DataFrame) -> str:
     significant digits (``%.10g``), NaN as an empty field, integers and
     strings as they are; a string holding a tab, a quote or a line break is
     quoted as CSV does.  The same bytes as ``df.to_csv(sep="\t", index=False,
-    float_format="%.10g")`` with ``af`` preformatted, at about a third of
-    pandas' time: each row is one ``%`` format of one tuple.
+    float_format="%.10g")`` with ``af`` preformatted; the numbers are written by
+    compiled code (:mod:`dlmm.table`), the rare cell whose rounding it cannot
+    be sure of by Python's ``%``.
     """
-    cols, fmts = [], []
+    from . import table
+
+    kinds, columns = [], []
     for name in df.columns:
         a = df[name].to_numpy()
-        values = a.tolist()
         if a.dtype.kind == "f":
-            fmt = "%.3f" if name == "af" else "%.10g"
-            nan = np.flatnonzero(np.isnan(a)) if name != "af" else ()
-            if len(nan):  # pandas writes NaN as an empty field
-                values = list(map(fmt.__mod__, values))
-                for i in nan.tolist():
-                    values[i] = ""
-                fmt = "%s"
-        elif a.dtype.kind in "iu":
-            fmt = "%d"
+            kinds.append(table.F3 if name == "af" else table.G10)
+            columns.append(a.astype(np.float64))
+        elif a.dtype.kind == "i" or (a.dtype.kind == "u" and a.max(initial=0) < 2**63):
+            kinds.append(table.INT)
+            columns.append(a.astype(np.int64))
         else:
-            miss = pd.isna(a)
-            values = [str(v) for v in values]
-            for i in np.flatnonzero(miss).tolist():  # missing: an empty field, as pandas
+            values = list(map(str, a.tolist()))
+            for i in np.flatnonzero(pd.isna(a)).tolist():  # missing: an empty field, as pandas
                 values[i] = ""
             if any(c in "".join(values) for c in '\t"\n\r'):
                 values = [_quote(v) for v in values]
-            fmt = "%s"
-        cols.append(values)
-        fmts.append(fmt)
+            kinds.append(table.STR)
+            columns.append(values)
+
+    def python_row(r: int) -> str:
+        fields = []
+        for k, col in zip(kinds, columns):
+            v = col[r]
+            fields.append(v if k == table.STR else "%d" % v if k == table.INT else
+                          "%.3f" % v if k == table.F3 else "" if v != v else "%.10g" % v)
+        return "\t".join(fields) + "\n"
+
     head = "\t".join(_quote(str(c)) for c in df.columns) + "\n"
-    line = "\t".join(fmts) + "\n"
-    return head + "".join(map(line.__mod__, zip(*cols)))
+    return head + table.render(kinds, columns, len(df), python_row)
 
 
 def _quote(v: str) -> str:
