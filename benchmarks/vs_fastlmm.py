@@ -222,7 +222,7 @@ def profile_dlmm(d: Path) -> None:
     import dask  # noqa: F401
     import distributed  # noqa: F401
 
-    from dlmm import cli, io, kernels, nullmodel, scanner, store
+    from dlmm import cli, io, kernels, scanner, store
     t["imports (numpy, dask, distributed, dlmm)"] = time.perf_counter() - t0
 
     def phase(name, fn):
@@ -232,22 +232,21 @@ def profile_dlmm(d: Path) -> None:
         return out
 
     prefix = d / "mouse"
-    client_cm = cli._client(None, dashboard=False)
-    client, _ = phase("local cluster start", lambda: client_cm.__enter__())
     ds = phase("read_plink (lazy: .bim/.fam)", lambda: io.read_plink(prefix))
     y = phase("phenotype (.fam)", lambda: io.read_fam_phenotype(prefix))
     K = phase("read_kinship (1940 x 1940 text)",
               lambda: io.read_kinship(d / KINSHIP, ds.sizes["samples"]))
-    y, samples, W, K = phase("validate_inputs (Cholesky PSD check)",
-                             lambda: scanner.validate_inputs(ds, y, kinship=K))
-    Ks = phase("subset + centre kinship",
-               lambda: kernels.center_kinship(K[np.ix_(samples, samples)]))
-    phase(f"[extra] eigendecomposition alone ({int(samples.sum())} x {int(samples.sum())})",
-          lambda: kernels.eigh_kinship(Ks))
-    nm = phase("fit_null_model (eigendecomposition again + ML/REML null)",
-               lambda: nullmodel.fit_null_model(y[samples], W, Ks))
+    y, samples, W, _ = phase("validate_inputs (shapes, symmetry)",
+                             lambda: scanner.validate_inputs(ds, y, kinship=K, psd=False))
+    n = int(samples.sum())
+    phase(f"[extra] eigendecomposition alone ({n} x {n})",
+          lambda: kernels.eigh_kinship(kernels.center_kinship(K[np.ix_(samples, samples)])))
+    null = phase("prepare (eigendecomposition + PSD check, null fits)",
+                 lambda: scanner.prepare(ds, y, kinship=K))
+    client_cm = cli._client(None, dashboard=False)
+    client, _ = phase("local cluster start", lambda: client_cm.__enter__())
     res = phase("scan graph (lazy, scatter U)",
-                lambda: scanner.scan(ds, y, kinship=K, null=(samples, nm)))
+                lambda: scanner.scan(ds, y, kinship=K, null=null))
     phase("[extra] scan compute alone (in memory)", lambda: res.compute())
     z = d / "profile.zarr"
     phase("scan + write Zarr block by block (as the CLI does)",

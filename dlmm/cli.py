@@ -392,10 +392,15 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
         for p in (zpath, *tsvs, *logs):
             if p.exists():
                 raise InputError(p, "output exists", "pass --overwrite, --resume, or another --out")
+    # a given kinship of one trait in full rank: set up (eigendecomposition, null fit)
+    # before the cluster starts; the eigenvalues show a bad kinship, with no Cholesky
+    early = (kinship is not None and y.ndim == 1 and not options.get("loco")
+             and options.get("kinship_rank") is None
+             and options.get("kinship_variants") is None)
     for j in range(y.shape[1] if y.ndim == 2 else 1):  # the kinship once
         scan_mod.validate_inputs(ds, y[:, j] if y.ndim == 2 else y,
                                  kinship=kinship if j == 0 else None,
-                                 covariates=covariates, **(sources or {}))
+                                 covariates=covariates, psd=not early, **(sources or {}))
     scan_mod.parse_tests(options.get("test", "lrt"))
     if options.get("loco") and kinship is not None:
         raise InputError("--loco", "LOCO computes one GRM per chromosome itself",
@@ -404,6 +409,11 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
                                   options.get("kinship_variants"), options.get("kinship_rank"))
     scan_mod.check_lowrank(ds, options.get("kinship_variants"), options.get("kinship_rank"),
                            kinship=kinship, loco=options.get("loco", False))
+    if early:
+        options["null"] = scan_mod.prepare(
+            ds, y, kinship=kinship, covariates=covariates,
+            **{k: options[k] for k in ("center", "solver", "maf", "max_missing", "em_tol",
+                                       "em_max_iter") if k in options}, **(sources or {}))
     t0 = time.perf_counter()
     m = ds.sizes["variants"]
     with _client(scheduler, dashboard) as (client, cluster):

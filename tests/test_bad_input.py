@@ -362,3 +362,26 @@ def test_scan_refuses_an_indefinite_kinship_checking_it_once(plink, rank, monkey
     res = dlmm.scan(ds, y, kinship=K, **kw)
     assert res["variant_lmm_p_value"].shape == (ds.sizes["variants"],)
     assert len(calls) == (0 if rank is None else 1), calls
+
+
+def test_cli_checks_a_given_kinship_without_a_cholesky(base, tmp_path, monkeypatch):
+    """``dlmm scan --kinship`` (one trait, full rank) sets up before its cluster starts
+    and reads a bad kinship off the eigenvalues: no Cholesky factorisation at all, and
+    the same results as the API's scan."""
+    from dlmm import cli
+
+    calls = []
+    cholesky = np.linalg.cholesky
+    monkeypatch.setattr(np.linalg, "cholesky", lambda a: calls.append(a.shape) or cholesky(a))
+    assert cli.main(["scan", str(base / "p"), "--kinship", str(base / "A.txt"), "--out",
+                     str(tmp_path / "r"), "--no-plot", "--no-dashboard"]) == 0
+    assert calls == []
+    import dlmm
+
+    ds = io.read_plink(base / "p")
+    K = io.read_kinship(base / "A.txt", ds.sizes["samples"])
+    ref = dlmm.scan(ds, io.read_fam_phenotype(base / "p"), kinship=K).compute()
+    got = store.load_results(tmp_path / "r.zarr")
+    np.testing.assert_allclose(got["variant_lmm_p_value"], ref["variant_lmm_p_value"],
+                               rtol=1e-10)
+    assert calls == []
