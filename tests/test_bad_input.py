@@ -385,3 +385,27 @@ def test_cli_checks_a_given_kinship_without_a_cholesky(base, tmp_path, monkeypat
     np.testing.assert_allclose(got["variant_lmm_p_value"], ref["variant_lmm_p_value"],
                                rtol=1e-10)
     assert calls == []
+
+
+def test_kinship_text_in_any_whitespace(tmp_path):
+    """GEMMA's tab-separated text (the fast path), spaces, trailing tabs, a line in
+    other whitespace: the same matrix; a NaN or a word still a clear error."""
+    A = np.random.default_rng(2).normal(size=(5, 5))
+    K = A @ A.T
+    rows = [[repr(v) for v in r] for r in K.tolist()]
+    texts = {
+        "tabs": "\n".join("\t".join(r) for r in rows) + "\n",
+        "spaces": "\n".join("  ".join(r) for r in rows),
+        "trailing-tabs": "".join("\t".join(r) + "\t\n" for r in rows),
+        "mixed": "\n".join(("\t" if i != 3 else " \t ").join(r) for i, r in enumerate(rows)),
+    }
+    for name, text in texts.items():
+        (tmp_path / name).write_text(text)
+        np.testing.assert_array_equal(io.read_kinship(tmp_path / name), K, err_msg=name)
+    from dlmm.errors import InputError
+
+    for bad, problem in (("NA", "NaN or Inf"), ("x", "not a numeric matrix")):
+        rows[2][3] = bad
+        (tmp_path / "bad").write_text("\n".join("\t".join(r) for r in rows))
+        with pytest.raises(InputError, match=problem):
+            io.read_kinship(tmp_path / "bad")
