@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -482,6 +482,7 @@ def _report_view(res):
 
 def _scan(args) -> int:
     ds, y, ysrc, K, W = _load(args)
+    _freeze_gc()
     run_scan(ds, y, out=args.out, overwrite=args.overwrite, resume=args.resume,
              scheduler=args.scheduler, source=_source_name(args.genotypes),
              kinship=K, covariates=W, model=args.model, solver=args.solver,
@@ -615,6 +616,36 @@ def _plot(args) -> int:
     return 0
 
 
+#: Set by :func:`run` (the ``dlmm`` executable), not by :func:`main` called in process.
+_EXECUTABLE = False
+
+
+def _freeze_gc() -> None:
+    """In the executable only: move every object made so far (the imported modules, the
+    inputs) out of the cyclic garbage collector's reach.  They live until the process
+    ends, and its collections no longer traverse them: mouse_hs1940 with a kinship
+    given, 3.83 -> 3.39 s with the freeze at exit only, 3.15 s with this one too."""
+    if _EXECUTABLE:
+        import gc
+
+        gc.freeze()
+
+
+def run() -> None:
+    """The ``dlmm`` executable: :func:`main`, then exit with its status.
+
+    Before Python's own exit, the garbage collector is frozen (:func:`_freeze_gc`): the
+    interpreter's last full collection over everything imported (xarray, pandas,
+    numba, zarr) took 0.3 to 0.5 s of every run.  Everything else about the exit is
+    unchanged (atexit handlers, flushed files).
+    """
+    global _EXECUTABLE
+    _EXECUTABLE = True
+    status = main()
+    _freeze_gc()
+    sys.exit(status)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dlmm`` command; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -640,4 +671,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()
