@@ -108,26 +108,24 @@ def test_progress_bar_on_a_terminal_and_lines_in_a_log():
 
 
 def test_executable_freezes_the_collector_and_main_does_not(lab, tmp_path, monkeypatch):
-    """``run`` (the ``dlmm`` executable) moves what a scan imported and loaded out of
-    the cyclic collector's reach, and freezes it again at exit (Python's own last
-    collection over xarray, pandas, numba and zarr took 0.3-0.5 s of every run);
-    ``main`` called in a process that goes on leaves the collector alone."""
+    """``run`` (the ``dlmm`` executable) imports with the cyclic collector off, moves the
+    modules out of its reach and turns it back on, and freezes again at exit (Python's
+    own last collection over xarray, pandas, numba and zarr took 0.3-0.5 s of every
+    run); ``main`` called in a process that goes on leaves the collector alone."""
     import gc
 
     from dlmm import cli
 
     args = ["scan", str(lab / "X.txt"), "--pheno", str(lab / "Y.txt"), "--kinship",
             str(lab / "A.txt"), "--no-plot", "--no-dashboard"]
-    gc.unfreeze()
-    try:
-        assert cli.main(args + ["--out", str(tmp_path / "m")]) == 0
-        assert gc.get_freeze_count() == 0
-        frozen = []
-        monkeypatch.setattr(gc, "freeze", lambda: frozen.append(cli._EXECUTABLE))
-        monkeypatch.setattr(sys, "argv", ["dlmm"] + args + ["--out", str(tmp_path / "r")])
-        with pytest.raises(SystemExit) as stop:
-            cli.run()
-        assert stop.value.code == 0 and frozen == [True, True]  # after loading, at exit
-        assert (tmp_path / "r.assoc.tsv").read_text() == (tmp_path / "m.assoc.tsv").read_text()
-    finally:
-        cli._EXECUTABLE = False  # as a process that imports dlmm has it
+    calls = []
+    for name in ("freeze", "disable", "enable"):
+        monkeypatch.setattr(gc, name, lambda name=name: calls.append(name))
+    assert cli.main(args + ["--out", str(tmp_path / "m")]) == 0
+    assert calls == []
+    monkeypatch.setattr(sys, "argv", ["dlmm"] + args + ["--out", str(tmp_path / "r")])
+    with pytest.raises(SystemExit) as stop:
+        cli.run()
+    assert stop.value.code == 0
+    assert calls == ["disable", "freeze", "enable", "freeze"], calls
+    assert (tmp_path / "r.assoc.tsv").read_text() == (tmp_path / "m.assoc.tsv").read_text()
