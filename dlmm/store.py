@@ -32,7 +32,13 @@ _TABLE_SOURCES = {
 
 
 def to_gemma_table(results: xr.Dataset) -> pd.DataFrame:
-    """The tested variants of a computed result Dataset as GEMMA's table.
+    """The tested variants of a computed result Dataset as GEMMA's table (see
+    :func:`_gemma_columns` for the columns)."""
+    return pd.DataFrame(_gemma_columns(results))
+
+
+def _gemma_columns(results: xr.Dataset) -> dict[str, np.ndarray]:
+    """The tested variants of a computed result Dataset as GEMMA's table's columns.
 
     With the LRT alone (the default): ``chr rs ps n_miss allele1 allele0 af
     logl_H1 l_mle p_lrt`` (GEMMA ``-lmm 2``), then ``beta se`` (``beta_dom
@@ -67,11 +73,11 @@ def to_gemma_table(results: xr.Dataset) -> pd.DataFrame:
     for col in order:
         if sources[col] in r:
             table[col] = r[sources[col]].values
-    df = pd.DataFrame(table)[tested]
+    table = {k: v[tested] for k, v in table.items()}
     for col in ("iterations", "iterations_remle"):
-        if col in df:
-            df[col] = df[col].astype(np.int64)
-    return df.reset_index(drop=True)
+        if col in table:
+            table[col] = table[col].astype(np.int64)
+    return table
 
 
 def _str(a) -> np.ndarray:
@@ -82,10 +88,10 @@ def _str(a) -> np.ndarray:
 def write_tsv(results: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write GEMMA's ``.assoc.txt``-style TSV, to a temporary name then renamed."""
     path = Path(path)
-    df = to_gemma_table(results)
+    text = _format_columns(_gemma_columns(results))
     tmp = path.with_name(path.name + ".partial")
     with open(tmp, "w", newline="") as f:
-        f.write(format_table(df))
+        f.write(text)
     os.replace(tmp, path)
     return path
 
@@ -101,36 +107,44 @@ def format_table(df: pd.DataFrame) -> str:
     compiled code (:mod:`dlmm.table`), the rare cell whose rounding it cannot
     be sure of by Python's ``%``.
     """
-    from . import table
+    return _format_columns({name: df[name].to_numpy() for name in df.columns})
+
+
+def _format_columns(table: dict[str, np.ndarray]) -> str:
+    """:func:`format_table` of columns (name -> (rows,) array)."""
+    from . import table as tsv
 
     kinds, columns = [], []
-    for name in df.columns:
-        a = df[name].to_numpy()
+    for name, a in table.items():
         if a.dtype.kind == "f":
-            kinds.append(table.F3 if name == "af" else table.G10)
+            kinds.append(tsv.F3 if name == "af" else tsv.G10)
             columns.append(a.astype(np.float64))
         elif a.dtype.kind == "i" or (a.dtype.kind == "u" and a.max(initial=0) < 2**63):
-            kinds.append(table.INT)
+            kinds.append(tsv.INT)
             columns.append(a.astype(np.int64))
+        elif a.dtype.kind == "U" and not tsv.needs_quotes(a):  # no missing values either
+            kinds.append(tsv.STR)
+            columns.append(a)
         else:
             values = list(map(str, a.tolist()))
             for i in np.flatnonzero(pd.isna(a)).tolist():  # missing: an empty field, as pandas
                 values[i] = ""
             if any(c in "".join(values) for c in '\t"\n\r'):
                 values = [_quote(v) for v in values]
-            kinds.append(table.STR)
+            kinds.append(tsv.STR)
             columns.append(values)
 
     def python_row(r: int) -> str:
         fields = []
         for k, col in zip(kinds, columns):
             v = col[r]
-            fields.append(v if k == table.STR else "%d" % v if k == table.INT else
-                          "%.3f" % v if k == table.F3 else "" if v != v else "%.10g" % v)
+            fields.append(str(v) if k == tsv.STR else "%d" % v if k == tsv.INT else
+                          "%.3f" % v if k == tsv.F3 else "" if v != v else "%.10g" % v)
         return "\t".join(fields) + "\n"
 
-    head = "\t".join(_quote(str(c)) for c in df.columns) + "\n"
-    return head + table.render(kinds, columns, len(df), python_row)
+    head = "\t".join(_quote(str(c)) for c in table) + "\n"
+    n_rows = len(next(iter(table.values()))) if table else 0
+    return head + tsv.render(kinds, columns, n_rows, python_row)
 
 
 def _quote(v: str) -> str:

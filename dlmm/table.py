@@ -15,6 +15,8 @@ Python's formatting (tested on millions of values spanning every exponent).
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 
@@ -122,8 +124,9 @@ def _put_text(out, pos, text):  # pragma: no cover (compiled)
 
 
 @numba.njit(nogil=True, cache=True)
-def _put_g10(out, pos, v):  # pragma: no cover (compiled)
-    """``'%.10g' % v`` at ``out[pos:]``; returns (new position, certain)."""
+def _put_g10(out, pos, v, digits):  # pragma: no cover (compiled)
+    """``'%.10g' % v`` at ``out[pos:]`` (``digits``: 10 bytes of scratch); returns (new
+    position, certain)."""
     if v != v:
         return _put_text(out, pos, "nan"), True
     if v < 0 or (v == 0 and np.signbit(v)):
@@ -146,7 +149,6 @@ def _put_g10(out, pos, v):  # pragma: no cover (compiled)
     if m >= 10 ** 10:  # 9.9999999995 -> 10
         m //= 10
         e += 1
-    digits = np.empty(10, dtype=np.uint8)
     for i in range(9, -1, -1):
         digits[i] = 48 + m % 10
         m //= 10
@@ -216,12 +218,14 @@ def _put_f3(out, pos, v):  # pragma: no cover (compiled)
 
 
 @numba.njit(nogil=True, cache=True)
-def _render(rows, kinds, index, floats, ints, text, starts, size):  # pragma: no cover
+def _render(r0, r1, kinds, index, floats, ints, text, starts, size):  # pragma: no cover
+    """Rows r0:r1 as text: (bytes, each row's end, whether each row is certain)."""
     out = np.empty(size, dtype=np.uint8)
-    ends = np.empty(rows, dtype=np.int64)
-    certain = np.ones(rows, dtype=np.bool_)
+    ends = np.empty(r1 - r0, dtype=np.int64)
+    certain = np.ones(r1 - r0, dtype=np.bool_)
+    digits = np.empty(10, dtype=np.uint8)
     pos = 0
-    for r in range(rows):
+    for r in range(r0, r1):
         for c in range(kinds.size):
             if c:
                 out[pos] = 9  # tab
@@ -230,11 +234,11 @@ def _render(rows, kinds, index, floats, ints, text, starts, size):  # pragma: no
             if k == G10:
                 v = floats[j, r]
                 if v == v:
-                    pos, ok = _put_g10(out, pos, v)
-                    certain[r] &= ok
+                    pos, ok = _put_g10(out, pos, v, digits)
+                    certain[r - r0] &= ok
             elif k == F3:
                 pos, ok = _put_f3(out, pos, floats[j, r])
-                certain[r] &= ok
+                certain[r - r0] &= ok
             elif k == INT:
                 v = ints[j, r]
                 if v < 0:
@@ -248,7 +252,7 @@ def _render(rows, kinds, index, floats, ints, text, starts, size):  # pragma: no
                 pos += b - a
         out[pos] = 10  # newline
         pos += 1
-        ends[r] = pos
+        ends[r - r0] = pos
     return out[:pos], ends, certain
 
 
@@ -258,8 +262,8 @@ def render(kinds: list[int], columns: list, n_rows: int, python_row) -> str:
     Parameters
     ----------
     kinds : per column, :data:`G10`, :data:`F3`, :data:`INT` or :data:`STR`.
-    columns : per column, a (rows,) float64, int64 or (for STR) a list of str,
-        already quoted as the TSV needs.
+    columns : per column, a (rows,) float64, int64 or (for STR) a list of str or a
+        numpy str array, already quoted as the TSV needs.
     python_row : ``python_row(r)`` -> row r's line (with its newline) by Python's
         ``%``: used for the rows with a cell whose rounding is not certain.
     """
@@ -273,32 +277,86 @@ def render(kinds: list[int], columns: list, n_rows: int, python_row) -> str:
     data, starts = [], np.zeros((len(texts), n_rows + 1), dtype=np.int64)
     offset = 0
     for j, col in enumerate(texts):
-        raw = "".join(col).encode()
-        lengths = np.fromiter(map(len, col), dtype=np.int64, count=n_rows)
-        if len(raw) != lengths.sum():  # non-ASCII: byte lengths
-            lengths = np.fromiter((len(v.encode()) for v in col), dtype=np.int64,
-                                  count=n_rows)
+        raw, lengths = _utf8(col, n_rows)
         starts[j, 1:] = offset + np.cumsum(lengths)
         starts[j, 0] = offset
         offset += len(raw)
         data.append(raw)
     text = np.frombuffer(b"".join(data), dtype=np.uint8) if data else np.zeros(0, np.uint8)
     widest = sum(26 if k in (G10, F3) else 21 if k == INT else 0 for k in kinds)
-    size = n_rows * (widest + len(kinds)) + len(text) + 1
-    buf, ends, certain = _render(n_rows, np.array(kinds, dtype=np.int64),
-                                 np.array(index, dtype=np.int64), floats, ints, text,
-                                 starts, size)
-    out = buf.tobytes().decode()
+    args = (np.array(kinds, dtype=np.int64), np.array(index, dtype=np.int64), floats, ints,
+            text, starts)
+
+    def rows(r0, r1):  # compiled without the GIL: slices of rows render in parallel
+        a, b = starts[:, r0], starts[:, r1]
+        size = (r1 - r0) * (widest + len(kinds)) + int((b - a).sum()) + 1
+        return _render(r0, r1, *args, size)
+
+    cuts = np.linspace(0, n_rows, _threads(n_rows) + 1).astype(int).tolist()
+    if len(cuts) > 2:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(cuts) - 1) as pool:
+            parts = list(pool.map(rows, cuts[:-1], cuts[1:]))
+    else:
+        parts = [rows(0, n_rows)]
+    raw = b"".join(p[0].tobytes() for p in parts)
+    certain = np.concatenate([p[2] for p in parts])
     if certain.all():
-        return out
+        return raw.decode()
     # a few rows again, by Python: split the text at those rows' ends
-    parts, last = [], 0
-    byte_ends = ends.tolist()
-    raw = buf.tobytes()
+    offsets = np.cumsum([0] + [len(p[0]) for p in parts[:-1]])
+    byte_ends = np.concatenate([p[1] + o for p, o in zip(parts, offsets)]).tolist()
+    out, last = [], 0
     for r in np.flatnonzero(~certain).tolist():
         start = byte_ends[r - 1] if r else 0
-        parts.append(raw[last:start].decode())
-        parts.append(python_row(r))
+        out.append(raw[last:start].decode())
+        out.append(python_row(r))
         last = byte_ends[r]
-    parts.append(raw[last:].decode())
-    return "".join(parts)
+    out.append(raw[last:].decode())
+    return "".join(out)
+
+
+def _codes(a: np.ndarray) -> np.ndarray:
+    """The code points of a numpy str array, (rows, width) uint32 (0 past each end)."""
+    width = a.dtype.itemsize // 4
+    return a.view(np.uint32).reshape(a.shape[0], width) if width else np.zeros((a.shape[0], 0),
+                                                                               np.uint32)
+
+
+def needs_quotes(a: np.ndarray) -> bool:
+    """Whether a numpy str column holds a tab, a quote or a line break (a field that
+    CSV quotes)."""
+    codes = _codes(a)
+    return bool(np.isin(codes, (9, 10, 13, 34)).any())
+
+
+def _utf8(col, n_rows: int) -> tuple[bytes, np.ndarray]:
+    """A text column as its UTF-8 bytes, concatenated, and each value's byte length.
+
+    A numpy str column of ASCII is converted by array views (no Python string per
+    value); anything else (a list of str, non-ASCII) by Python's encoder."""
+    if isinstance(col, np.ndarray):
+        codes = _codes(col)
+        if not (codes >= 128).any():
+            lengths = np.char.str_len(col).astype(np.int64)
+            keep = np.arange(codes.shape[1]) < lengths[:, None]
+            return codes[keep].astype(np.uint8).tobytes(), lengths
+        col = col.tolist()
+    raw = "".join(col).encode()
+    lengths = np.fromiter(map(len, col), dtype=np.int64, count=n_rows)
+    if len(raw) != lengths.sum():  # non-ASCII: byte lengths
+        lengths = np.fromiter((len(v.encode()) for v in col), dtype=np.int64, count=n_rows)
+    return raw, lengths
+
+
+def _threads(n_rows: int) -> int:
+    """Slices of rows to render at once: one per core (cgroup limits included) for
+    tables of 20,000 rows or more, else one."""
+    if n_rows < 20_000:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (not Linux)
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))

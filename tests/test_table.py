@@ -75,3 +75,23 @@ def test_rows_mix_kinds_and_fall_back_row_by_row():
     got = table.render(kinds, [s, i, g, f], 4, lambda r: calls.append(r) or ref[r])
     assert got == "".join(ref)
     assert calls == [2], calls  # %.3f of 1e12
+
+
+def test_text_columns_as_numpy_strings():
+    """A numpy str column (the TSV writer's): ASCII by array views, non-ASCII and empty
+    values by Python's encoder, the same text; one that needs CSV quotes is quoted."""
+    import pandas as pd
+
+    from dlmm import store
+
+    ascii_ = np.array(["rs1", "", "chr10:12345_A_G", "x" * 30])
+    other = np.array(["\u00df\u00e9", "a", "", "\u4e2d"])
+    quoted = np.array(['a"b', "c\td", "e", "f"])
+    for col in (ascii_, other):
+        got = table.render([table.STR], [col], 4, lambda r: None)
+        assert got == "".join(v + "\n" for v in col.tolist())
+    cols = {"s": quoted, "t": other, "x": np.array([1.5, np.nan, 2.0, 0.1])}
+    assert store._format_columns(cols) == store.format_table(
+        pd.DataFrame({k: v.astype(object) for k, v in cols.items()}).astype(
+            {"x": np.float64}))
+    assert '"a""b"\t' in store._format_columns(cols)
