@@ -15,8 +15,6 @@ Python's formatting (tested on millions of values spanning every exponent).
 
 from __future__ import annotations
 
-import os
-
 import numba
 import numpy as np
 
@@ -351,12 +349,11 @@ def _utf8(col, n_rows: int) -> tuple[bytes, np.ndarray]:
 
 
 def _threads(n_rows: int) -> int:
-    """Slices of rows to render at once: one per core (cgroup limits included) for
-    tables of 20,000 rows or more, else one."""
+    """Slices of rows to render at once: one per core (Dask's count, which the CLI's
+    local cluster also uses: cgroup limits included) for tables of 20,000 rows or
+    more, else one."""
     if n_rows < 20_000:
         return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover (not Linux)
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 8))
+    from dask.system import CPU_COUNT
+
+    return max(1, min(CPU_COUNT, 8))
