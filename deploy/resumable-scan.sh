@@ -4,8 +4,11 @@
 #
 #   resumable-scan.sh OUT_PREFIX GENOTYPES [dlmm scan options...]
 #
-# - OUT_PREFIX.assoc.tsv exists: the scan is complete, nothing is done (exit 0);
-# - OUT_PREFIX.zarr exists: `dlmm scan ... --resume` computes the missing blocks;
+# - OUT_PREFIX.zarr.partial exists (an interrupted scan): `dlmm scan ... --resume`
+#   computes the blocks not written, then writes the tables, logs and report;
+# - OUT_PREFIX.zarr exists and its `complete` flag is set: `--resume` writes any
+#   output still missing (after a crash between the store and the tables), or says
+#   the scan is complete; dlmm refuses either if the inputs or options changed;
 # - otherwise a new scan starts.
 # Uses the scheduler in $DASK_SCHEDULER_ADDRESS when set (the Dask Kubernetes
 # operator and deploy/slurm/slurm_cluster.py set it), else a local cluster.
@@ -17,12 +20,11 @@ if [ "$#" -lt 2 ]; then
 fi
 out=$1
 shift
-if [ -e "$out.assoc.tsv" ]; then
-    echo "dlmm: $out.assoc.tsv exists: the scan is complete (delete it to run again)"
-    exit 0
-fi
-if [ -d "$out.zarr" ]; then
-    echo "dlmm: resuming the scan in $out.zarr"
+if [ -d "$out.zarr.partial" ]; then
+    echo "dlmm: resuming the interrupted scan in $out.zarr.partial"
+    set -- "$@" --resume
+elif [ -d "$out.zarr" ] && grep -q '"complete": true' "$out.zarr/.zattrs" 2>/dev/null; then
+    echo "dlmm: $out.zarr is complete; writing any missing output"
     set -- "$@" --resume
 fi
 if [ -n "${DASK_SCHEDULER_ADDRESS:-}" ]; then

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
+from . import outputs
 from .simulate import simulate_families
 
 __all__ = ["write_demo_plink", "run_demo"]
@@ -40,33 +42,43 @@ def write_demo_plink(prefix: str | Path, *, seed: int = 1, n_families: int = 150
         "cm_position": [0.0] * n_variants, "bp_position": sim["position"],
         "allele_1": a1, "allele_2": a2,
     }
-    to_bed(f"{prefix}.bed", sim["dosage"].T.astype(np.float32), properties=props,
-           count_A1=True)
+    tmp = outputs.partial_path(prefix)
+    to_bed(f"{tmp}.bed", sim["dosage"].T.astype(np.float32), properties=props, count_A1=True)
+    for ext in (".fam", ".bim", ".bed"):  # the .bed last: its presence means a fileset
+        os.replace(f"{tmp}{ext}", f"{prefix}{ext}")
     return sim
 
 
-def run_demo(out: str | Path = "dlmm-demo", *, seed: int = 1, n_families: int = 150,
-             n_variants: int = 20_000, scheduler: str | None = None):
-    """Simulate, write PLINK files to ``out/``, scan with the GRM, print the top hits."""
-    from . import io
-    from .cli import run_scan
+def run_demo(out: str | os.PathLike = "dlmm-demo", *, seed: int = 1, n_families: int = 150,
+             n_variants: int = 20_000, overwrite: bool = False, client=None, echo=print,
+             on_block=None):
+    """Simulate, write PLINK files to ``out/``, scan them with the GRM (:func:`dlmm.run`),
+    print the top hits.  Returns the :class:`~dlmm.pipeline.RunResult`."""
+    from .errors import OptionError
+    from .export import to_gemma_table
+    from .options import ScanOptions
+    from .pipeline import check_outputs, execute, output_paths, plan
 
+    for name, v in (("families", n_families), ("variants", n_variants)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise OptionError(name, f"{v!r} is not a positive whole number", "give 1 or more")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     prefix = out / "demo"
-    sim = write_demo_plink(prefix, seed=seed, n_families=n_families, n_variants=n_variants)
-    ds = io.read_plink(prefix)
-    y = io.read_fam_phenotype(prefix)
-    print(f"simulated {y.size} samples in {n_families} families x {n_variants} variants: "
-          f"{prefix}.bed/.bim/.fam")
-    tsv, res = run_scan(ds, y, out=str(out / "demo"), overwrite=True, scheduler=scheduler,
-                        sources={"phenotype_source": f"{prefix}.fam"})
-    from .store import to_gemma_table
-
-    table = to_gemma_table(res)
+    if out.exists() and not out.is_dir():
+        raise OptionError("out", f"{out} is a file", "give a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    outputs.check_new([Path(f"{prefix}{e}") for e in (".bed", ".bim", ".fam")], overwrite)
+    check_outputs(output_paths(prefix, ("pheno1",), ScanOptions()), overwrite, resume=False)
+    sim = write_demo_plink(prefix, seed=seed, n_families=n_families, n_variants=n_variants,
+                           n_causal=min(5, n_variants))
+    echo(f"simulated {sim['phenotype'].size} samples in {n_families} families x {n_variants} "
+         f"variants: {prefix}.bed/.bim/.fam")
+    result = execute(plan(prefix, out=prefix, overwrite=overwrite), client=client, echo=echo,
+                     on_block=on_block)
+    table = to_gemma_table(result.results)
     top = table.nsmallest(10, "p_lrt")[["chr", "rs", "ps", "af", "beta", "se", "p_lrt"]]
     causal = {f"snp{j + 1}" for j in sim["causal"]}
     top.insert(0, "causal", ["*" if r in causal else "" for r in top["rs"]])
-    print("\ntop hits (* = simulated causal variant):")
-    print(top.to_string(index=False))
-    return tsv, res
+    echo("\ntop hits (* = simulated causal variant):")
+    echo(top.to_string(index=False))
+    return result

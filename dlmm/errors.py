@@ -1,8 +1,8 @@
-"""The one error type for bad input: it names the file, the problem and the fix."""
+"""The error types for bad input: each names the file (or option), the problem and the fix."""
 
 from __future__ import annotations
 
-__all__ = ["InputError"]
+__all__ = ["InputError", "OptionError", "DlmmWarning"]
 
 
 class InputError(ValueError):
@@ -21,3 +21,23 @@ class InputError(ValueError):
 
     def __reduce__(self):  # raised in a Dask task, it travels back to the client pickled
         return type(self), (self.source, self.problem, self.fix)
+
+
+class OptionError(InputError):
+    """A bad option value, named as the library names it (``max_missing``); the command
+    line reports it under its flag (``--max-missing``) with :meth:`as_flag`."""
+
+    def __init__(self, option: str, problem: str, fix: str):
+        self.option = option
+        super().__init__(f"option {option}", problem, fix)
+
+    def __reduce__(self):
+        return type(self), (self.option, self.problem, self.fix)
+
+    def as_flag(self) -> str:
+        """The message with the option written as its command-line flag."""
+        return f"--{self.option.replace('_', '-')}: {self.problem}. Fix: {self.fix}"
+
+
+class DlmmWarning(UserWarning):
+    """Input that is used but looks unintended (e.g. covariates without an intercept)."""

@@ -1,5 +1,5 @@
-"""Readers: PLINK and text genotypes into a VCF Zarr / sgkit-style Dataset,
-phenotypes, covariates and kinship matrices into validated numpy arrays.
+"""Readers: PLINK, text and VCF Zarr genotypes into a VCF Zarr / sgkit-style Dataset,
+and kinship matrices (phenotypes and covariates: :mod:`dlmm.samples`).
 
 Genotype Datasets have dims ``variants`` and ``samples`` and hold
 ``call_dosage`` (variants, samples; float32 count of ``variant_allele[:, 1]``,
@@ -19,20 +19,18 @@ import pandas as pd
 import xarray as xr
 
 from .errors import InputError
+from .samples import Kinship, check_unique, few, need_file, read_text, to_float
 
 __all__ = [
     "balanced_chunks",
     "kinship_variants",
     "read_plink",
     "read_text_genotypes",
+    "read_fam",
     "read_fam_phenotype",
     "read_fam_phenotypes",
-    "select_phenotype",
-    "read_phenotype",
-    "read_phenotypes",
-    "parse_pheno_cols",
-    "read_covariates",
     "read_kinship",
+    "validate_kinship",
     "genotype_dataset",
     "is_url",
     "is_zarr_store",
@@ -42,59 +40,6 @@ __all__ = [
 DEFAULT_CHUNK = 10_000
 #: A kinship with an eigenvalue below -PSD_TOL x its mean diagonal is refused.
 PSD_TOL = 1e-3
-_MISSING = {"NA", "na", "NaN", "nan", "-9", "-9.0", "."}
-
-
-def _need_file(path: str | os.PathLike, what: str) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        raise InputError(p, f"is a folder, not a {what} file", "give the file's path")
-    if not p.is_file():
-        raise InputError(p, f"{what} file not found", "check the path")
-    if not os.access(p, os.R_OK):
-        raise InputError(p, f"{what} file is not readable", "check its permissions")
-    return p
-
-
-def _read_table(path: Path, what: str) -> pd.DataFrame:
-    import csv
-
-    # pandas' C parser (the python one takes 1.4 s for a 300,000-line .bim): fields split
-    # at whitespace, no quoting, no NA strings; a row's missing trailing fields are NaN
-    try:
-        return pd.read_csv(path, sep=r"\s+", header=None, dtype=str, comment=None,
-                           keep_default_na=False, na_values=[""], quoting=csv.QUOTE_NONE,
-                           engine="c")
-    except pd.errors.EmptyDataError:
-        raise InputError(path, f"the {what} file is empty", "give a non-empty file") from None
-    except pd.errors.ParserError as e:
-        raise InputError(path, f"the {what} file's rows differ in length "
-                         f"({str(e).split(': ')[-1].strip()})",
-                         "give every row the same number of columns") from None
-
-
-def _to_float(df: pd.DataFrame, path: Path, what: str) -> np.ndarray:
-    vals = df.to_numpy(dtype=str)
-    out = np.full(vals.shape, np.nan)
-    miss = np.isin(vals, list(_MISSING))
-    try:
-        out[~miss] = vals[~miss].astype(np.float64)
-    except ValueError:
-        bad = next(v for v in vals[~miss].ravel() if not _is_number(v))
-        r, c = np.argwhere(vals == bad)[0]
-        raise InputError(path, f"{what}: non-numeric value {bad!r} at line {r + 1}, column {c + 1}",
-                         "use numbers, with NA or -9 for missing") from None
-    return out
-
-
-def _is_number(v: str) -> bool:
-    try:
-        float(v)
-        return True
-    except ValueError:
-        return False
-
-
 def genotype_dataset(dosage, *, sample_id, variant_id, variant_contig, contig_id,
                      variant_position, variant_allele) -> xr.Dataset:
     """Assemble a genotype Dataset in the VCF Zarr / sgkit layout.
@@ -167,11 +112,30 @@ def _decode_bed(raw, n, codes):  # pragma: no cover (compiled)
 
 def read_fam(prefix: str | os.PathLike) -> pd.DataFrame:
     """The .fam table (all columns as strings; columns 6.. are phenotypes)."""
-    fam = _read_table(_need_file(f"{prefix}.fam", "PLINK .fam"), "PLINK .fam")
+    fam = read_text(need_file(f"{prefix}.fam", "PLINK .fam"), "PLINK .fam")
     if fam.shape[1] < 6:
         raise InputError(f"{prefix}.fam", f"has {fam.shape[1]} columns, a .fam needs 6",
                          "give FID IID father mother sex phenotype")
     return fam
+
+
+def read_fam_phenotypes(prefix: str | os.PathLike) -> np.ndarray:
+    """All phenotypes of a .fam (columns 6...), (samples, phenotypes); NA and -9 -> NaN."""
+    return _fam_phenotypes(read_fam(prefix), f"{prefix}.fam")
+
+
+def _fam_phenotypes(fam: pd.DataFrame, path) -> np.ndarray:
+    return to_float(fam.iloc[:, 5:], path, "phenotype")
+
+
+def read_fam_phenotype(prefix: str | os.PathLike, col: int = 1) -> np.ndarray:
+    """Phenotype ``col`` (1-based, as GEMMA's ``-n``) of a .fam, in its sample order
+    (the genotypes'); NA and -9 become NaN."""
+    values = read_fam_phenotypes(prefix)
+    if not 1 <= col <= values.shape[1]:
+        raise InputError(f"{prefix}.fam", f"phenotype column {col} is out of range: the "
+                         f".fam has {values.shape[1]}", f"give 1 to {values.shape[1]}")
+    return values[:, col - 1]
 
 
 def read_plink(prefix: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK) -> xr.Dataset:
@@ -183,10 +147,11 @@ def read_plink(prefix: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK) -> xr
     import dask.array as da
     from dask.base import tokenize
 
-    bed = _need_file(f"{prefix}.bed", "PLINK .bed")
-    bim_path = _need_file(f"{prefix}.bim", "PLINK .bim")
+    bed = need_file(f"{prefix}.bed", "PLINK .bed")
+    bim_path = need_file(f"{prefix}.bim", "PLINK .bim")
     fam = read_fam(prefix)
-    bim = _read_table(bim_path, "PLINK .bim")
+    fam_path = f"{prefix}.fam"
+    bim = read_text(bim_path, "PLINK .bim")
     if bim.shape[1] != 6:
         raise InputError(bim_path, f"has {bim.shape[1]} columns, a .bim needs 6",
                          "give chr id cM position allele1 allele2")
@@ -194,9 +159,13 @@ def read_plink(prefix: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK) -> xr
     expected = 3 + m * ((n + 3) // 4)
     with open(bed, "rb") as fh:
         magic = fh.read(3)
-    if magic != b"\x6c\x1b\x01" or bed.stat().st_size != expected:
-        raise InputError(bed, f"not a variant-major .bed for {n} samples x {m} variants "
-                         f"(size {bed.stat().st_size}, expected {expected})",
+    if magic != b"\x6c\x1b\x01":
+        raise InputError(bed, f"not a variant-major PLINK .bed (its first bytes are "
+                         f"{magic.hex()}, a .bed starts with 6c1b01)",
+                         "give a PLINK 1 .bed (plink --make-bed)")
+    if bed.stat().st_size != expected:
+        raise InputError(bed, f"size {bed.stat().st_size} bytes, but {n} samples (.fam) x "
+                         f"{m} variants (.bim) need {expected}",
                          "regenerate the .bed/.bim/.fam together with plink --make-bed")
     # np.unique(..., return_inverse=True) by hashing (sorting 300,000 strings takes 0.1 s)
     codes, seen = pd.factorize(bim[0].to_numpy())
@@ -222,7 +191,8 @@ def read_plink(prefix: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK) -> xr
         dosage, sample_id=fam[1].to_numpy(), variant_id=bim[1].to_numpy(),
         variant_contig=rank[contig_idx], contig_id=contigs[order],
         variant_position=position, variant_allele=bim[[5, 4]].to_numpy(),
-    ).assign(sample_family_id=(("samples",), fam[0].to_numpy().astype(object)))
+    ).assign(sample_family_id=(("samples",), fam[0].to_numpy().astype(object)),
+             sample_phenotype=(("samples", "phenotypes"), _fam_phenotypes(fam, fam_path)))
 
 
 def _contig_key(name: str):
@@ -237,8 +207,8 @@ def read_text_genotypes(path: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK
     """
     import dask.array as da
 
-    p = _need_file(path, "genotype")
-    x = _to_float(_read_table(p, "genotype"), p, "genotype")
+    p = need_file(path, "genotype")
+    x = to_float(read_text(p, "genotype"), p, "genotype")
     obs = x[~np.isnan(x)]
     if obs.size and obs.min() < 0:
         allowed, shift = (-1.0, 0.0, 1.0), 1.0
@@ -260,95 +230,31 @@ def read_text_genotypes(path: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK
         variant_allele=np.array([["0", "1"]] * m, dtype=object).reshape(m, 2))
 
 
-def select_phenotype(values: np.ndarray, col: int, path, what: str) -> np.ndarray:
-    """Column ``col`` (1-based, as GEMMA's ``-n``) of a (samples, phenotypes) table."""
-    if not 1 <= col <= values.shape[1]:
-        raise InputError(path, f"--pheno-col {col} is out of range: the {what} has "
-                         f"{values.shape[1]} phenotype column(s)",
-                         f"give --pheno-col between 1 and {values.shape[1]}")
-    return values[:, col - 1]
-
-
-def read_fam_phenotypes(prefix: str | os.PathLike) -> np.ndarray:
-    """All phenotypes of a .fam (columns 6...), (samples, phenotypes); NA and -9 -> NaN."""
-    fam = read_fam(prefix)
-    return _to_float(fam.iloc[:, 5:], Path(f"{prefix}.fam"), "phenotype")
-
-
-def read_fam_phenotype(prefix: str | os.PathLike, col: int = 1) -> np.ndarray:
-    """Phenotype ``col`` (1-based, as GEMMA's ``-n``) from .fam columns 6...
-
-    NA and -9 become NaN.
-    """
-    return select_phenotype(read_fam_phenotypes(prefix), col, f"{prefix}.fam", ".fam")
-
-
-def read_phenotype(path: str | os.PathLike, col: int = 1, n_samples: int | None = None) -> np.ndarray:
-    """GEMMA's phenotype file: one row per sample, one column per phenotype."""
-    return select_phenotype(read_phenotypes(path, n_samples), col, path, "phenotype file")
-
-
-def read_phenotypes(path: str | os.PathLike, n_samples: int | None = None) -> np.ndarray:
-    """All columns of GEMMA's phenotype file, (samples, phenotypes); NA and -9 -> NaN."""
-    p = _need_file(path, "phenotype")
-    vals = _to_float(_read_table(p, "phenotype"), p, "phenotype")
-    if n_samples is not None and vals.shape[0] != n_samples:
-        raise InputError(p, f"has {vals.shape[0]} rows but the genotypes have {n_samples} samples",
-                         "give one phenotype row per sample, in the genotype file's order")
-    return vals
-
-
-def parse_pheno_cols(spec: str, n_columns: int, path, what: str) -> list[int] | None:
-    """``--pheno-col``: ``"2"`` -> None (one trait, as GEMMA's -n 2), ``"1,2,3"`` or
-    ``"all"`` -> the 1-based columns of many traits."""
-    spec = str(spec).strip()
-    if spec.isdigit():
-        return None
-    if spec == "all":
-        return list(range(1, n_columns + 1))
-    try:
-        cols = [int(c) for c in spec.split(",") if c.strip()]
-    except ValueError:
-        raise InputError("--pheno-col", f"cannot read {spec!r}",
-                         "give a column number, a comma-separated list (1,2,3) or all") from None
-    if len(set(cols)) != len(cols) or not cols:
-        raise InputError("--pheno-col", f"{spec!r} repeats a column or is empty",
-                         "list each phenotype column once")
-    for c in cols:
-        select_phenotype(np.zeros((0, n_columns)), c, path, what)  # range check
-    return cols
-
-
-def read_covariates(path: str | os.PathLike, n_samples: int | None = None) -> np.ndarray:
-    """GEMMA's covariate file: one row per sample; include the intercept column."""
-    p = _need_file(path, "covariate")
-    vals = _to_float(_read_table(p, "covariate"), p, "covariate")
-    if n_samples is not None and vals.shape[0] != n_samples:
-        raise InputError(p, f"has {vals.shape[0]} rows but the genotypes have {n_samples} samples",
-                         "give one covariate row per sample, in the genotype file's order")
-    return vals
-
-
-def read_kinship(path: str | os.PathLike, n_samples: int | None = None,
-                 sample_id=None) -> np.ndarray:
+def read_kinship(path: str | os.PathLike) -> Kinship:
     """A kinship matrix: GEMMA's whitespace n x n text, ``.npy``, ``.npz`` or a Zarr store.
 
-    Text and ``.npy`` carry no sample ids: their rows are taken in the
-    genotypes' sample order.  An ``.npz`` holds ``kinship`` (n, n) and
-    ``sample_id`` (n,); a Zarr store from ``dlmm grm`` holds ``grm``
-    (samples, samples_2) and ``sample_id``.  Their ids must be the genotypes'
-    ``sample_id`` (given as ``sample_id``), in any order; the matrix is
-    returned in genotype order.
+    Text and ``.npy`` carry no sample ids (their rows are the genotypes' samples, in
+    order).  An ``.npz`` holds ``kinship`` (n, n) and ``sample_id`` (n,); a Zarr store
+    from ``dlmm grm`` holds ``grm`` (samples, samples_2) and ``sample_id``: they are
+    joined to the genotypes by id (:func:`dlmm.samples.join_kinship`).  The matrix is
+    checked square, finite and symmetric here; positive semi-definite by the scan,
+    from the eigendecomposition it computes anyway.
     """
     p = Path(path)
     if is_zarr_store(p):
         K, ids = _read_kinship_zarr(p)
-        if ids is not None:
-            K = _align_kinship(K, ids, sample_id, p)
-        # positive semi-definiteness is checked by dlmm.scan (scanner._prepare_traits)
-        return validate_kinship(K, p, n_samples, psd=False)
-    p = _need_file(path, "kinship")
-    ids = None
+    else:
+        K, ids = _read_kinship_file(need_file(path, "kinship"))
+    if ids is not None:
+        if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] != ids.shape[0]:
+            raise InputError(p, f"kinship is {'x'.join(map(str, K.shape))} with "
+                             f"{ids.shape[0]} sample ids",
+                             "give an n x n kinship and n sample ids")
+        check_unique(ids, p)
+    return Kinship(validate_kinship(K, p, psd=False), ids, str(p))
+
+
+def _read_kinship_file(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         if p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
@@ -356,20 +262,23 @@ def read_kinship(path: str | os.PathLike, n_samples: int | None = None,
                     raise InputError(p, f"an .npz kinship needs arrays kinship and sample_id, "
                                      f"it has {', '.join(z.files) or 'none'}",
                                      "save it with np.savez(path, kinship=K, sample_id=ids)")
-                K, ids = z["kinship"].astype(np.float64), z["sample_id"].astype(str)
-        elif p.suffix == ".npy":
-            K = np.load(p, allow_pickle=False).astype(np.float64)
-        else:
-            K = _read_matrix_text(p)
+                return z["kinship"].astype(np.float64), _strings(z["sample_id"])
+        if p.suffix == ".npy":
+            return np.load(p, allow_pickle=False).astype(np.float64), None
+        return _read_matrix_text(p), None
     except InputError:
         raise
     except Exception as e:  # numpy raises ValueError, OSError, zipfile.BadZipFile, ...
         raise InputError(p, f"kinship is not a numeric matrix ({type(e).__name__}: {e})",
                          "give GEMMA's whitespace n x n text, .npy or .npz") from None
-    if ids is not None:
-        K = _align_kinship(K, ids, sample_id, p)
-    # positive semi-definiteness is checked by dlmm.scan (scanner._prepare_traits)
-    return validate_kinship(K, p, n_samples, psd=False)
+
+
+def _strings(a) -> np.ndarray:
+    """Any numpy string array (object, <U, bytes, StringDType) as <U."""
+    a = np.asarray(a)
+    if a.dtype.kind == "S":
+        return np.char.decode(a, "utf-8")
+    return a if a.dtype.kind == "U" else np.asarray(a, dtype=object).astype(str)
 
 
 def _read_matrix_text(p: Path) -> np.ndarray:
@@ -403,33 +312,8 @@ def _read_kinship_zarr(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise InputError(p, "no kinship variable `grm` (or single square matrix) in the store",
                          "write the kinship with `dlmm grm`")
     K = np.asarray(ds[name].values, dtype=np.float64)
-    ids = (np.asarray(ds["sample_id"].values, dtype=object).astype(str)
-           if "sample_id" in ds else None)
+    ids = _strings(ds["sample_id"].values) if "sample_id" in ds else None
     return K, ids
-
-
-def _align_kinship(K: np.ndarray, ids: np.ndarray, sample_id, source) -> np.ndarray:
-    """Reorder an id-carrying kinship to the genotypes' sample order."""
-    if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] != ids.shape[0]:
-        raise InputError(source, f"kinship is {'x'.join(map(str, K.shape))} with "
-                         f"{ids.shape[0]} sample ids", "give an n x n kinship and n sample ids")
-    dup = pd.Index(ids)[pd.Index(ids).duplicated()]
-    if len(dup):
-        raise InputError(source, f"{len(dup)} duplicated sample id(s) in the kinship "
-                         f"({_few(dup)})", "give each sample once")
-    if sample_id is None:
-        return K
-    want = np.asarray(sample_id).astype(str)
-    pos = pd.Index(ids).get_indexer(want)
-    extra = np.setdiff1d(ids, want)
-    if (pos < 0).any() or len(extra):
-        missing = want[pos < 0]
-        raise InputError(source, "kinship sample ids do not match the genotypes': "
-                         f"{len(missing)} of {len(want)} genotype samples are not in the "
-                         f"kinship ({_few(missing)}) and {len(extra)} kinship samples are "
-                         f"not genotyped ({_few(extra)})",
-                         "give the kinship of exactly the genotype samples (sample_id)")
-    return K[np.ix_(pos, pos)]
 
 
 def kinship_variants(spec: str | int, variant_id) -> np.ndarray:
@@ -454,7 +338,7 @@ def kinship_variants(spec: str | int, variant_id) -> np.ndarray:
             raise InputError("--kinship-variants", f"{count} variants asked of {m}",
                              f"give a count between 1 and {m}, or a file of variant ids")
         return np.unique(np.linspace(0, m - 1, count).round().astype(np.int64))
-    path = _need_file(text, "kinship variant list")
+    path = need_file(text, "kinship variant list")
     wanted = path.read_text().split()
     if not wanted:
         raise InputError(path, "the kinship variant list is empty",
@@ -465,15 +349,9 @@ def kinship_variants(spec: str | int, variant_id) -> np.ndarray:
     unknown = [v for v in wanted if v not in index]
     if unknown:
         raise InputError(path, f"{len(unknown)} of {len(wanted)} kinship variant ids are not in "
-                         f"the genotypes ({_few(unknown)})",
+                         f"the genotypes ({few(unknown)})",
                          "list ids of the genotypes' variants (variant_id, PLINK .bim column 2)")
     return np.unique(np.array([index[v] for v in wanted], dtype=np.int64))
-
-
-def _few(values, k: int = 3) -> str:
-    values = [str(v) for v in values]
-    shown = ", ".join(repr(v) for v in values[:k])
-    return shown + (", ..." if len(values) > k else "") if values else "none"
 
 
 def validate_kinship(K: np.ndarray, source, n_samples: int | None = None, *,
@@ -561,9 +439,35 @@ def _read_block(store: str, variable: str, block_info=None) -> np.ndarray:
     return _read_rows(store, variable, start, stop)
 
 
-def _checked_read(path, name: str, var: xr.DataArray):
+def _read_genotype_block(store: str, block_info=None) -> np.ndarray:
+    """A chunk of ``call_genotype`` (variants, samples, 2) as dosages (variants, samples)
+    float32: the count of allele 1, NaN where a call is missing (negative)."""
+    (start, stop), *_ = block_info[None]["array-location"]
+    g = _read_rows(store, "call_genotype", start, stop)
+    bad = (g > 1) | (g < -2)
+    if bad.any():
+        j, i, _ = np.argwhere(bad)[0]
+        kind = "a multi-allelic call" if g[j, i].max() > 1 else "an invalid allele index"
+        raise InputError(store, f"call_genotype[{start + j}, {i}] is {g[j, i].tolist()}: "
+                         f"{kind} (dlmm tests biallelic variants: allele 0 or 1, -1 "
+                         "missing)", "split multi-allelic sites (bcftools norm -m-) or "
+                         "rewrite the store")
+    dosage = g.sum(axis=-1, dtype=np.int8).astype(np.float32)
+    dosage[(g < 0).any(axis=-1)] = np.nan
+    return dosage
+
+
+def _variant_chunks(var: xr.DataArray, chunk_size: int | None) -> tuple[int, ...]:
+    """The store's chunks along variants, or ``chunk_size`` evened out (balanced_chunks)."""
+    if chunk_size is None:
+        return var.data.chunks[0]
+    return balanced_chunks(var.shape[0], chunk_size)
+
+
+def _checked_read(path, name: str, var: xr.DataArray, chunk_size: int | None = None):
     """``var`` as a dask array that reads its store with :func:`_read_rows`,
-    one task per chunk of variants (all samples).
+    one task per chunk of variants (all samples); ``call_genotype`` is read as
+    dosages (variants, samples) by :func:`_read_genotype_block`.
 
     A blockwise layer with no inputs, like ``from_array``: the scheduler sees
     its tasks as root tasks and runs them as the scans need them.  (One
@@ -573,59 +477,43 @@ def _checked_read(path, name: str, var: xr.DataArray):
     import dask.array as da
     from dask.base import tokenize
 
+    genotype = name == "call_genotype"
+    shape = var.shape[:2] if genotype else var.shape
+    chunks = (_variant_chunks(var, chunk_size),) + tuple((s,) for s in shape[1:])
     if var.size == 0:
-        return var.data
-    chunks = (var.data.chunks[0],) + tuple((s,) for s in var.shape[1:])
-    return da.map_blocks(_read_block, store=str(path), variable=name, chunks=chunks,
-                         dtype=var.dtype, meta=np.empty((0,) * var.ndim, dtype=var.dtype),
-                         name=f"read-{name}-" + tokenize(str(path), name, chunks))
+        return da.zeros(shape, dtype=np.float32 if genotype else var.dtype)
+    func, kw = ((_read_genotype_block, {}) if genotype
+                else (_read_block, {"variable": name}))
+    dtype = np.float32 if genotype else var.dtype
+    return da.map_blocks(func, store=str(path), chunks=chunks, dtype=dtype,
+                         meta=np.empty((0,) * len(shape), dtype=dtype),
+                         name=f"read-{name}-" + tokenize(str(path), name, chunks), **kw)
 
 
-def open_store(path: str | os.PathLike) -> xr.Dataset:
+def open_store(path: str | os.PathLike, chunk_size: int | None = None) -> xr.Dataset:
     """Open a VCF Zarr / sgkit genotype store lazily.
 
     ``path`` is a folder or an fsspec URL (``s3://``, ``gs://``, ``file://``;
     the workers must be able to read it too, with the same credentials).
-    Accepts stores with ``call_dosage`` (variants, samples) or ``call_genotype``
-    (variants, samples, ploidy; negative = missing, as bio2zarr and sgkit write
-    it); the dosage used is the count of non-reference alleles, NaN where a
-    call is missing.  Needs ``sample_id`` and ``variant_position``;
+    Accepts stores with ``call_dosage`` (variants, samples) or diploid
+    ``call_genotype`` (variants, samples, 2; negative = missing, as bio2zarr and
+    sgkit write it; biallelic: a larger allele index is an error when its chunk is
+    read); the dosage is the count of allele 1 (``variant_allele[:, 1]``), NaN
+    where a call is missing.  Needs ``sample_id`` and ``variant_position``;
     ``variant_id``, ``variant_contig``/``contig_id`` and ``variant_allele`` are
-    filled in when absent.
+    filled in when absent.  ``chunk_size``: variants per task (default: the
+    store's chunks).
     """
-    import dask.array as da
-
     p = str(path) if is_url(path) else Path(path)
     if not is_zarr_store(p):
         raise InputError(p, "not a Zarr store (no .zgroup, .zmetadata or zarr.json)",
                          "give a store written by `dlmm convert`, bio2zarr or sgkit")
     try:
-        ds = xr.open_zarr(p, consolidated=None)
+        ds = xr.open_zarr(p, consolidated=None, mask_and_scale=False)
     except Exception as e:  # corrupt metadata: zarr/xarray raise many types
         raise InputError(p, f"cannot open the Zarr store ({type(e).__name__}: {e})",
                          "rewrite it with `dlmm convert`") from None
-    if "call_dosage" not in ds:
-        if "call_genotype" not in ds:
-            raise InputError(p, "no call_genotype or call_dosage variable",
-                             "give a VCF Zarr store (bio2zarr, sgkit or `dlmm convert`)")
-        gt = ds["call_genotype"]
-        if gt.dims[:2] != ("variants", "samples") or gt.ndim != 3:
-            raise InputError(p, f"call_genotype has dims {gt.dims}",
-                             "expected (variants, samples, ploidy)")
-        if gt.dtype.kind not in "iu":
-            raise InputError(p, f"call_genotype has dtype {gt.dtype}, not integer allele "
-                             "indices", "give a VCF Zarr store (bio2zarr, sgkit or "
-                             "`dlmm convert`)")
-        g = _checked_read(p, "call_genotype", gt)
-        dos = (g > 0).sum(axis=-1, dtype=np.int8).astype(np.float32)  # no int64 temporary
-        dosage = da.where((g < 0).any(axis=-1), np.float32(np.nan), dos)
-        ds = ds.assign(call_dosage=(("variants", "samples"), dosage))
-    elif ds["call_dosage"].dims != ("variants", "samples"):
-        raise InputError(p, f"call_dosage has dims {ds['call_dosage'].dims}",
-                         "expected (variants, samples)")
-    else:
-        ds = ds.assign(call_dosage=(("variants", "samples"),
-                                    _checked_read(p, "call_dosage", ds["call_dosage"])))
+    ds = ds.assign(call_dosage=(("variants", "samples"), _store_dosage(p, ds, chunk_size)))
     for need in ("sample_id", "variant_position"):
         if need not in ds:
             raise InputError(p, f"no {need} variable", "give a VCF Zarr store with it")
@@ -637,4 +525,30 @@ def open_store(path: str | os.PathLike) -> xr.Dataset:
         ds["contig_id"] = (("contigs",), np.array(["0"], object))
     if "variant_allele" not in ds:
         ds["variant_allele"] = (("variants", "alleles"), np.array([["0", "1"]] * m, object))
-    return ds
+    strings = {v: (ds[v].dims, _strings(ds[v].values).astype(object))
+               for v in ("sample_id", "variant_id", "contig_id", "variant_allele")}
+    return ds.assign(strings)
+
+
+def _store_dosage(p, ds: xr.Dataset, chunk_size: int | None):
+    """The store's ``call_dosage``, or dosages from its ``call_genotype``, checked."""
+    if "call_dosage" in ds:
+        if ds["call_dosage"].dims != ("variants", "samples"):
+            raise InputError(p, f"call_dosage has dims {ds['call_dosage'].dims}",
+                             "expected (variants, samples)")
+        return _checked_read(p, "call_dosage", ds["call_dosage"], chunk_size)
+    if "call_genotype" not in ds:
+        raise InputError(p, "no call_genotype or call_dosage variable",
+                         "give a VCF Zarr store (bio2zarr, sgkit or `dlmm convert`)")
+    gt = ds["call_genotype"]
+    if gt.dims[:2] != ("variants", "samples") or gt.ndim != 3:
+        raise InputError(p, f"call_genotype has dims {gt.dims}",
+                         "expected (variants, samples, ploidy)")
+    if gt.dtype.kind not in "iu":
+        raise InputError(p, f"call_genotype has dtype {gt.dtype}, not integer allele "
+                         "indices", "give a VCF Zarr store (bio2zarr, sgkit or "
+                         "`dlmm convert`)")
+    if gt.shape[2] != 2:
+        raise InputError(p, f"call_genotype has ploidy {gt.shape[2]}; dlmm tests diploid "
+                         "dosages 0..2", "give diploid genotypes (or call_dosage)")
+    return _checked_read(p, "call_genotype", gt, chunk_size)

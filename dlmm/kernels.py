@@ -22,6 +22,8 @@ import numba
 import numpy as np
 from scipy import special
 
+from . import schema
+
 __all__ = [
     "EIGEN_TOL",
     "center_kinship",
@@ -41,7 +43,7 @@ __all__ = [
     "fit_exact",
     "fit_em",
     "lrt",
-    "ols_f_test",
+    "ols_test",
     "grm_block",
     "wald_test",
     "score_test",
@@ -934,30 +936,24 @@ def lrt(logl_alt: np.ndarray, logl_null: float | np.ndarray, df: int) -> tuple[n
     return stat, chi2_sf(stat, df)
 
 
-def ols_f_test(y: np.ndarray, dosage: np.ndarray) -> np.ndarray:
-    """The lab's fixed-effect baseline: OLS F-test of additive + dominance.
+def ols_test(W: np.ndarray, y: np.ndarray, X: np.ndarray) -> dict[str, np.ndarray]:
+    """Ordinary least squares F-test of the variant columns (no kinship): the lab's
+    fixed-effect baseline (with ``W`` the intercept and ``X`` additive + dominance, the
+    lab's ``pval_calculator_lab7``), for any covariates and 1 or 2 variant columns.
 
     Parameters
     ----------
-    y : (n,) phenotype.
-    dosage : (m, n) additive dosages 0..2, no missing values.
+    W : (n, c0) covariates; y : (n,) phenotype; X : (m, k, n) variant columns.
 
     Returns
     -------
-    (m,) p-values of ``F = (SSM/2) / (SSE/(n-3))`` on (2, n-3) df, with the
-    fit by pseudo-inverse as in the lab.
+    dict with ``beta`` (m, k), ``se`` (m, k), ``stat`` (m,): ``F = (RSS0 - RSS1) / k /
+    (RSS1 / (n - c0 - k))``, and ``p`` (m,) on ``(k, n - c0 - k)`` df.
     """
-    y = np.asarray(y, dtype=np.float64)
-    n = y.shape[0]
-    X = np.stack([np.ones_like(dosage), dosage, dominance(dosage)], axis=1)  # (m, 3, n)
-    XtX = np.einsum("man,mbn->mab", X, X)
-    Xty = X @ y
-    b = np.einsum("mab,mb->ma", np.linalg.pinv(XtX), Xty)
-    yhat = np.einsum("ma,man->mn", b, X)
-    ssm = ((yhat - y.mean()) ** 2).sum(-1)
-    sse = ((y - yhat) ** 2).sum(-1)
-    F = (ssm / 2.0) / (sse / (n - 3))
-    return f_sf(F, 2, n - 3)
+    n, c0 = W.shape
+    M = _gram_shared(np.ones((1, n)), np.column_stack([W, y]), X)[:, 0]
+    beta, se, stat, _, df = _f_tests(*_residual_gram(M, c0), n, c0)
+    return {"beta": beta, "se": se, "stat": stat, "p": f_sf(stat, X.shape[1], df)}
 
 
 def _residual_gram(M: np.ndarray, c0: int):
@@ -1054,8 +1050,8 @@ def _concat_fits(fits: list[Fit]) -> Fit:
                  for name in Fit.__dataclass_fields__))
 
 
-#: The association tests a scan can run (GEMMA ``-lmm 2``, ``-lmm 1``, ``-lmm 3``).
-TESTS = ("lrt", "wald", "score")
+#: The association tests a scan can run (GEMMA ``-lmm 2``, ``-lmm 1``, ``-lmm 3``, OLS).
+TESTS = schema.TESTS
 
 
 def _check_tests(tests) -> tuple[str, ...]:
@@ -1067,30 +1063,9 @@ def _check_tests(tests) -> tuple[str, ...]:
 
 
 def result_columns(model: str, tests=("lrt",)) -> list[str]:
-    """Names of the columns :func:`scan_block` returns for ``model`` and ``tests``.
-
-    ``lrt``: ``logl_H1 l_mle lrt p_lrt`` (ML fit) and ``sigma_sq_a sigma_sq_e
-    iterations``; ``wald``: ``logl_remle l_remle wald p_wald iterations_remle``
-    (REML fit); ``score``: ``score p_score``.  ``beta se`` (and ``beta_dom
-    se_dom``) are the Wald test's when it runs, else the ML fit's (``lrt``),
-    else the score test's -- as GEMMA's ``-lmm 4/1/2/3`` print them.
-    """
-    tests = _check_tests(tests)
-    cols = ["n_miss", "af", "tested"]
-    if "lrt" in tests:
-        cols += ["logl_H1", "l_mle", "lrt", "p_lrt"]
-    if "wald" in tests:
-        cols += ["logl_remle", "l_remle", "wald", "p_wald"]
-    if "score" in tests:
-        cols += ["score", "p_score"]
-    cols += ["beta", "se"]
-    if model == "genotypic":
-        cols += ["beta_dom", "se_dom"]
-    if "lrt" in tests:
-        cols += ["sigma_sq_a", "sigma_sq_e", "iterations"]
-    if "wald" in tests:
-        cols += ["iterations_remle"]
-    return cols
+    """Keys of the columns :func:`scan_block` returns for ``model`` and ``tests``
+    (:func:`dlmm.schema.columns`)."""
+    return [v.key for v in schema.columns(model, _check_tests(tests))]
 
 
 def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.ndarray,
@@ -1114,14 +1089,15 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
         :func:`lowrank_rest`.  A float32 U (full rank only) rotates the block
         in single precision (twice the rate; the fit stays float64).
     W : (n, c) covariates, Wr = U^T W, yr = U^T y: (r,) one trait, or (r, t).
-    y : the unrotated phenotype(s), (n,) or (n, t); needed when r < n.
+    y : the unrotated phenotype(s), (n,) or (n, t); needed when r < n and for ``ols``.
     logl_null : null-model log-likelihood (from the same solver); (t,) for t traits.
     null_start : ``(beta_w (c,), sa2, se2)`` to start EM from, or None for
         the classic start; a list of t of them for t traits.
     model : "additive" (1 df) or "genotypic" (2 df).
     solver : "exact" or "em" (the LRT's fit; Wald and score are exact).
     tests : any of ``"lrt"``, ``"wald"`` (at each variant's REML lambda),
-        ``"score"`` (at ``lam_null``, the null model's ML lambda; (t,) for t traits).
+        ``"score"`` (at ``lam_null``, the null model's ML lambda; (t,) for t traits),
+        ``"ols"`` (least squares, no kinship: on the unrotated ``y``).
 
     Returns
     -------
@@ -1156,35 +1132,65 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     out[:, :, 2] = t[:, None]
     if t.any():
         X = variant_design(xt, model)
-        m, k, n = X.shape
-        r = U.shape[1]
-        if U.dtype == np.float32:
-            if r < n:
-                raise ValueError("a float32 rotation is for a full eigenbasis (r = n)")
-            Xr = rotate(U, X.reshape(m * k, n).astype(np.float32)).astype(np.float64)
-        else:
-            Xr = rotate(U, X.reshape(m * k, n))
-        Xr = Xr.reshape(m, k, r)
-        if r < n:
-            if y is None:
-                raise ValueError("a thin U (low-rank mode) needs the unrotated phenotype y")
-            Y_raw = np.asarray(y, dtype=np.float64).reshape(n, -1)
-        for j in range(n_traits):
-            rest = None
-            if r < n:
-                rest = lowrank_rest(np.column_stack([W, Y_raw[:, j]]),
-                                    np.column_stack([Wr, Y[:, j]]), X, Xr)
-            res = _test_block(Xr, s=s, Wr=Wr, yr=Y[:, j], logl_null=float(logl0[j]),
-                              null_start=starts[j], solver=solver, em_tol=em_tol,
-                              em_max_iter=em_max_iter, tests=tests,
-                              lam_null=None if lam0 is None else float(lam0[j]),
-                              n=n, rest=rest)
-            if model == "genotypic":
-                res["beta_dom"], res["se_dom"] = res["beta"][:, 1], res["se"][:, 1]
-            res["beta"], res["se"] = res["beta"][:, 0], res["se"][:, 0]
-            for name, val in res.items():
-                out[t, j, cols.index(name)] = val
+        del xt
+        Y_raw = None if y is None else np.asarray(y, dtype=np.float64).reshape(X.shape[2], -1)
+        if "ols" in tests:
+            for j in range(n_traits):
+                _put(out, t, j, cols, _ols_columns(W, Y_raw[:, j], X, model))
+        lmm = tuple(x for x in tests if x != "ols")
+        if lmm:
+            _lmm_block(out, t, X, cols, U=U, s=s, W=W, Wr=Wr, Y=Y, Y_raw=Y_raw, logl0=logl0,
+                       starts=starts, lam0=lam0, model=model, solver=solver, em_tol=em_tol,
+                       em_max_iter=em_max_iter, tests=lmm)
     return out if multi else out[:, 0]
+
+
+def _put(out, t, j, cols, res) -> None:
+    """Write one trait's result columns (by key) into the block's rows ``t``."""
+    for name, val in res.items():
+        out[t, j, cols.index(name)] = val
+
+
+def _split_beta(res: dict, model: str) -> dict:
+    """``beta``/``se`` (m, k) -> the additive column, and ``*_dom`` for the genotypic model."""
+    if model == "genotypic":
+        res["beta_dom"], res["se_dom"] = res["beta"][:, 1], res["se"][:, 1]
+    res["beta"], res["se"] = res["beta"][:, 0], res["se"][:, 0]
+    return res
+
+
+def _ols_columns(W, y, X, model) -> dict:
+    """The least-squares columns of one trait (the additive effect; F and p over all k)."""
+    r = ols_test(W, y, X)
+    return {"beta_ols": r["beta"][:, 0], "se_ols": r["se"][:, 0], "f_ols": r["stat"],
+            "p_ols": r["p"]}
+
+
+def _lmm_block(out, t, X, cols, *, U, s, W, Wr, Y, Y_raw, logl0, starts, lam0, model, solver,
+               em_tol, em_max_iter, tests) -> None:
+    """Rotate the design ``X`` (m, k, n) of the tested rows ``t`` once and run the
+    mixed-model tests of every trait on it."""
+    m, k, n = X.shape
+    r = U.shape[1]
+    if U.dtype == np.float32:
+        if r < n:
+            raise ValueError("a float32 rotation is for a full eigenbasis (r = n)")
+        Xr = rotate(U, X.reshape(m * k, n).astype(np.float32)).astype(np.float64)
+    else:
+        Xr = rotate(U, X.reshape(m * k, n))
+    Xr = Xr.reshape(m, k, r)
+    if r < n and Y_raw is None:
+        raise ValueError("a thin U (low-rank mode) needs the unrotated phenotype y")
+    for j in range(Y.shape[1]):
+        rest = None
+        if r < n:
+            rest = lowrank_rest(np.column_stack([W, Y_raw[:, j]]),
+                                np.column_stack([Wr, Y[:, j]]), X, Xr)
+        res = _test_block(Xr, s=s, Wr=Wr, yr=Y[:, j], logl_null=float(logl0[j]),
+                          null_start=starts[j], solver=solver, em_tol=em_tol,
+                          em_max_iter=em_max_iter, tests=tests,
+                          lam_null=None if lam0 is None else float(lam0[j]), n=n, rest=rest)
+        _put(out, t, j, cols, _split_beta(res, model))
 
 
 def _test_block(Xr, *, s, Wr, yr, logl_null, null_start, solver, em_tol, em_max_iter,

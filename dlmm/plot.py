@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from . import schema
+
 __all__ = ["manhattan", "qq", "manhattan_frame", "top_hits", "lambda_gc", "qq_frame",
            "significance_level", "trait_names", "select_trait", "GENOME_WIDE"]
 
@@ -34,48 +36,37 @@ def _str(a) -> np.ndarray:
 
 
 def trait_names(results: xr.Dataset) -> list[str] | None:
-    """Names of the ``traits`` of a multi-phenotype result, or None for one trait.
-
-    ``trait_id`` (traits,) when present, else ``trait 1``, ``trait 2``, ...
-    """
-    if "traits" not in results["variant_lmm_p_value"].dims:
+    """Names of the traits of a result of several traits (``trait_id``), or None for one."""
+    if "traits" not in results.dims or results.sizes["traits"] == 1:
         return None
-    if "trait_id" in results:
-        return list(_str(results["trait_id"].values))
-    return [f"trait {i + 1}" for i in range(results.sizes["traits"])]
+    return list(_str(results["trait_id"].values))
 
 
-def select_trait(results: xr.Dataset, trait: int) -> xr.Dataset:
-    """The result of one trait (by index) of a multi-phenotype result.
+def select_trait(results: xr.Dataset, trait: int | str) -> xr.Dataset:
+    """The result of one trait (by index or name): :func:`dlmm.export.select_trait`."""
+    from .export import select_trait as select
 
-    Variables over ``traits`` are indexed; attributes that are sequences with
-    one value per trait are replaced by that trait's value.
-    """
-    if "traits" not in results.dims:
-        return results
-    n = results.sizes["traits"]
-    one = results.isel(traits=trait)
-    attrs = {}
-    for k, v in results.attrs.items():
-        if isinstance(v, (list, tuple, np.ndarray)) and len(v) == n and not isinstance(v, str):
-            v = v[trait]
-        attrs[k] = v
-    one.attrs = attrs
-    return one
+    return select(results, trait)
+
+
+def _one(results: xr.Dataset) -> xr.Dataset:
+    """A result of one trait without its ``traits`` dimension."""
+    return select_trait(results, 0) if "traits" in results.dims else results
+
+
+def _p(results: xr.Dataset) -> np.ndarray:
+    return np.asarray(results[schema.primary_p_value(results.data_vars)].values,
+                      dtype=np.float64)
 
 
 def _contigs(results: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(names, code per variant): contig names in plotting order, codes into them.
-
-    ``variant_contig`` is an index into ``contig_id`` (sgkit), or the names.
-    """
-    vc = np.asarray(results["variant_contig"].values)
-    if vc.dtype.kind in "iu":
-        names = (_str(results["contig_id"].values) if "contig_id" in results
-                 else np.array([str(c) for c in range(int(vc.max()) + 1)]))
-        return names, vc.astype(np.int64)
-    codes, names = pd.factorize(_str(vc))  # order of first appearance
-    return np.asarray(names, dtype=str), codes.astype(np.int64)
+    """(names, code per variant): contig names in the genotypes' order, codes into them."""
+    code = np.asarray(results["variant_contig"].values, dtype=np.int64)
+    names = _str(results["variant_contig_name"].values)
+    present, first = np.unique(code, return_index=True)
+    out = np.array([str(c) for c in range(int(code.max(initial=-1)) + 1)], dtype=object)
+    out[present] = names[first]
+    return out.astype(str), code
 
 
 def manhattan_frame(results: xr.Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -94,6 +85,7 @@ def manhattan_frame(results: xr.Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
     contigs : DataFrame (contigs,) with ``chrom``, ``start`` (offset on the
         cumulative axis), ``end`` and ``mid`` (tick position).
     """
+    results = _one(results)
     names, code = _contigs(results)
     pos = np.asarray(results["variant_position"].values, dtype=np.int64)
     # every variant (tested or not) sets the extent of its chromosome
@@ -110,7 +102,7 @@ def manhattan_frame(results: xr.Dataset) -> tuple[pd.DataFrame, pd.DataFrame]:
     contigs = pd.DataFrame({"chrom": names, "start": start, "end": start + span,
                             "mid": start + span / 2})[present].reset_index(drop=True)
 
-    p = np.asarray(results["variant_lmm_p_value"].values, dtype=np.float64)
+    p = _p(results)
     tested = np.asarray(results["variant_lmm_tested"].values, dtype=bool) & np.isfinite(p)
     c = code[tested]
     frame = pd.DataFrame({
@@ -130,7 +122,8 @@ def top_hits(results: xr.Dataset, n: int = 10) -> pd.DataFrame:
     Columns ``id chrom pos p beta`` (and ``se``, ``af`` when the result has
     them), indexed by the variant's index in ``results``.
     """
-    p = np.asarray(results["variant_lmm_p_value"].values, dtype=np.float64)
+    results = _one(results)
+    p = _p(results)
     tested = np.asarray(results["variant_lmm_tested"].values, dtype=bool) & np.isfinite(p)
     idx = np.flatnonzero(tested)
     k = min(n, idx.size)
@@ -147,10 +140,11 @@ def top_hits(results: xr.Dataset, n: int = 10) -> pd.DataFrame:
         "chrom": names[code[idx]],
         "pos": np.asarray(results["variant_position"].values)[idx],
         "p": p[idx],
-        "beta": np.asarray(results["variant_lmm_beta"].values, dtype=np.float64)[idx],
     }
-    if "variant_lmm_beta_se" in results:
-        out["se"] = np.asarray(results["variant_lmm_beta_se"].values)[idx]
+    beta = "variant_lmm_beta" if "variant_lmm_beta" in results else "variant_linreg_beta"
+    out["beta"] = np.asarray(results[beta].values, dtype=np.float64)[idx]
+    if f"{beta}_se" in results:
+        out["se"] = np.asarray(results[f"{beta}_se"].values)[idx]
     if "variant_allele_frequency" in results:
         out["af"] = np.asarray(results["variant_allele_frequency"].values)[idx]
     return pd.DataFrame(out, index=pd.Index(idx, name="variant"))
@@ -163,6 +157,7 @@ def significance_level(results: xr.Dataset, significance: float | str = GENOME_W
     ``significance`` is a p-value (default 5e-8, genome-wide), or
     ``"bonferroni"``: ``alpha`` / the number of tested variants.
     """
+    results = _one(results)
     if isinstance(significance, str):
         if significance.lower() != "bonferroni":
             raise ValueError("significance must be a p-value or 'bonferroni', "
@@ -254,7 +249,7 @@ def _per_trait(results: xr.Dataset, one, title: str):
     hv, _ = _backends()
     names = trait_names(results)
     if names is None:
-        return one(results, title)
+        return one(_one(results), title)
     return hv.Layout([one(select_trait(results, i), f"{title}: {t}")
                       for i, t in enumerate(names)]).cols(1)
 
@@ -320,6 +315,25 @@ def manhattan(results: xr.Dataset, *, significance: float | str = GENOME_WIDE,
     return _per_trait(results, one, title)
 
 
+def _style_qq(ov, width, height, has_mpl):
+    ov = ov.opts({
+        "Area.Band": dict(color="#d9d9d9", alpha=0.8, line_alpha=0),
+        "Curve.Diagonal": dict(color="#636363", line_dash="dashed"),
+        "Scatter.QQ": dict(color="#08306b", size=3),
+        "Scatter.OLS": dict(color="#d95f02", size=3),
+        "Overlay": dict(width=width, height=height, legend_position="top_left"),
+    }, backend="bokeh")
+    if has_mpl:
+        ov = ov.opts({
+            "Area.Band": dict(color="#d9d9d9", facecolor="#d9d9d9", alpha=0.8, linewidth=0),
+            "Curve.Diagonal": dict(color="#636363", linestyle="--"),
+            "Scatter.QQ": dict(color="#08306b", s=4),
+            "Scatter.OLS": dict(color="#d95f02", s=4),
+            "Overlay": dict(aspect=1, fig_inches=4.5),
+        }, backend="matplotlib")
+    return ov
+
+
 def _hover(fields: list[tuple[str, str, str]]):
     """A hover tool showing (label, column, printf format) of the data source."""
     from bokeh.models import HoverTool
@@ -365,30 +379,24 @@ def qq(results: xr.Dataset, *, level: float = 0.95, width: int = 420, height: in
     hv, has_mpl = _backends()
 
     def one(res, ttl):
-        p = np.asarray(res["variant_lmm_p_value"].values, dtype=np.float64)
         tested = np.asarray(res["variant_lmm_tested"].values, dtype=bool)
-        q = qq_frame(p[tested], df=_df(res), level=level)
+        q = qq_frame(_p(res)[tested], df=_df(res), level=level)
         ex = hv.Dimension("expected", label="expected -log10(p)")
         ob = hv.Dimension("observed", label="observed -log10(p)")
         band = hv.Area((q.expected, q.lower, q.upper), ex, [ob, "upper"], group="Band")
         top = float(q.expected.max()) if q.n else 1.0
         diag = hv.Curve(([0, top], [0, top]), ex, ob, group="Diagonal")
-        pts = hv.Scatter((q.expected, q.observed), ex, ob, group="QQ")
-        ov = hv.Overlay([band, diag, pts]).relabel(
-            f"{ttl}: lambda_GC = {q.lambda_gc:.3f} (n = {q.n:,})")
-        ov = ov.opts({
-            "Area.Band": dict(color="#d9d9d9", alpha=0.8, line_alpha=0),
-            "Curve.Diagonal": dict(color="#636363", line_dash="dashed"),
-            "Scatter.QQ": dict(color="#08306b", size=3),
-            "Overlay": dict(width=width, height=height),
-        }, backend="bokeh")
-        if has_mpl:
-            ov = ov.opts({
-                "Area.Band": dict(color="#d9d9d9", facecolor="#d9d9d9", alpha=0.8, linewidth=0),
-                "Curve.Diagonal": dict(color="#636363", linestyle="--"),
-                "Scatter.QQ": dict(color="#08306b", s=4),
-                "Overlay": dict(aspect=1, fig_inches=4.5),
-            }, backend="matplotlib")
-        return ov
+        layers = [band, diag]
+        label = f"lambda_GC = {q.lambda_gc:.3f}"
+        if "variant_linreg_p_value" in res and "variant_lmm_tested" in res and \
+                schema.primary_p_value(res.data_vars) != "variant_linreg_p_value":
+            o = qq_frame(np.asarray(res["variant_linreg_p_value"].values)[tested],
+                         df=_df(res), level=level)  # the lab's baseline: what K corrects
+            layers.append(hv.Scatter((o.expected, o.observed), ex, ob, group="OLS",
+                                     label="least squares (no kinship)"))
+            label = f"lambda_GC = {q.lambda_gc:.3f} (LMM), {o.lambda_gc:.3f} (OLS)"
+        layers.append(hv.Scatter((q.expected, q.observed), ex, ob, group="QQ", label="LMM"))
+        ov = hv.Overlay(layers).relabel(f"{ttl}: {label} (n = {q.n:,})")
+        return _style_qq(ov, width, height, has_mpl)
 
     return _per_trait(results, one, title)

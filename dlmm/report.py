@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import plot
+from . import outputs, plot, schema
 
-__all__ = ["summary", "write_report", "write_png", "report_path"]
+__all__ = ["summary", "write_report", "write_png", "write_plots", "report_path"]
 
 
 def report_path(prefix: str | os.PathLike) -> Path:
@@ -25,9 +25,17 @@ def report_path(prefix: str | os.PathLike) -> Path:
     return Path(f"{prefix}.report.html")
 
 
-def _attr(res: xr.Dataset, key: str):
-    v = res.attrs.get(key)
-    return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
+def _null(res: xr.Dataset, key: str):
+    """A null-model figure of one trait, or None (absent, or differing between LOCO's
+    chromosomes: the logs have those)."""
+    name = schema.NULL_VARIABLES[key][0]
+    if name not in res:
+        return None
+    v = np.asarray(res[name].values).ravel()
+    v = v[~np.isnan(v)] if v.dtype.kind == "f" else v
+    if v.size == 0 or (v != v[0]).any():
+        return None
+    return v[0].item()
 
 
 def summary(results: xr.Dataset, *, n_top: int = 10) -> dict:
@@ -37,26 +45,32 @@ def summary(results: xr.Dataset, *, n_top: int = 10) -> dict:
     -------
     dict with ``samples`` (analysed), ``samples_total``, ``variants``,
     ``tested``, ``sa2``/``se2``/``pve``/``pve_se`` (REML null model: GEMMA's
-    vg, ve, pve), ``sa2_ml``/``se2_ml`` (ML null model), ``lambda_gc``,
-    ``model``, ``solver`` and ``top`` (DataFrame of the ``n_top`` smallest
-    p-values, see :func:`dlmm.plot.top_hits`).
+    vg, ve, pve), ``sa2_ml``/``se2_ml`` (ML null model), ``lambda_gc`` (and
+    ``lambda_gc_ols`` of the least-squares baseline, when it ran), ``model``,
+    ``solver`` and ``top`` (DataFrame of the ``n_top`` smallest p-values, see
+    :func:`dlmm.plot.top_hits`).
     """
-    p = np.asarray(results["variant_lmm_p_value"].values, dtype=np.float64)
+    results = plot._one(results)
     tested = np.asarray(results["variant_lmm_tested"].values, dtype=bool)
+    ols = None
+    if "variant_linreg_p_value" in results:
+        ols = plot.lambda_gc(np.asarray(results["variant_linreg_p_value"].values)[tested],
+                             plot._df(results))
     return {
-        "samples": _attr(results, "n_analysed"),
-        "samples_total": _attr(results, "n_samples_total"),
+        "samples": _null(results, "n_analysed"),
+        "samples_total": results.attrs.get("n_samples_total"),
         "variants": int(results.sizes["variants"]),
         "tested": int(tested.sum()),
-        "sa2": _attr(results, "vg_null"),
-        "se2": _attr(results, "ve_null"),
-        "pve": _attr(results, "pve_null"),
-        "pve_se": _attr(results, "pve_se_null"),
-        "sa2_ml": _attr(results, "mle_sigma_sq_a_null"),
-        "se2_ml": _attr(results, "mle_sigma_sq_e_null"),
-        "lambda_gc": plot.lambda_gc(p[tested], plot._df(results)),
-        "model": _attr(results, "model"),
-        "solver": _attr(results, "solver"),
+        "sa2": _null(results, "vg_null"),
+        "se2": _null(results, "ve_null"),
+        "pve": _null(results, "pve_null"),
+        "pve_se": _null(results, "pve_se_null"),
+        "sa2_ml": _null(results, "mle_sigma_sq_a_null"),
+        "se2_ml": _null(results, "mle_sigma_sq_e_null"),
+        "lambda_gc": plot.lambda_gc(plot._p(results)[tested], plot._df(results)),
+        "lambda_gc_ols": ols,
+        "model": results.attrs.get("model"),
+        "solver": results.attrs.get("solver"),
         "top": plot.top_hits(results, n_top),
     }
 
@@ -80,6 +94,8 @@ def _table_html(s: dict, heading: str) -> str:
         ("null sa2, se2 (ML)", f"{_fmt(s['sa2_ml'])}, {_fmt(s['se2_ml'])}"),
         ("lambda_GC", _fmt(s["lambda_gc"], ".4f")),
     ]
+    if s.get("lambda_gc_ols") is not None:
+        rows.append(("lambda_GC, least squares (no kinship)", _fmt(s["lambda_gc_ols"], ".4f")))
     out = [f"<h3>{html.escape(heading)}</h3>", '<table class="dlmm-summary">']
     out += [f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows]
     out.append("</table>")
@@ -111,17 +127,6 @@ def _traits(results: xr.Dataset) -> list[tuple[str, xr.Dataset]]:
     if names is None:
         return [("", results)]
     return [(t, plot.select_trait(results, i)) for i, t in enumerate(names)]
-
-
-def _tmp_then_rename(path: Path, write) -> Path:
-    tmp = path.with_name(path.name + ".partial" + path.suffix)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def write_report(results: xr.Dataset, path: str | os.PathLike, *,
@@ -158,7 +163,7 @@ def write_report(results: xr.Dataset, path: str | os.PathLike, *,
                          renderer.get_plot(q).state))
         parts.append(renderer.get_plot(m).state)
     doc = _standalone_html(column(*parts), head)
-    return _tmp_then_rename(path, lambda p: p.write_text(doc, encoding="utf-8"))
+    return outputs.write_file(path, lambda p: p.write_text(doc, encoding="utf-8"))
 
 
 def _standalone_html(layout, title: str) -> str:
@@ -198,10 +203,44 @@ def write_png(results: xr.Dataset, path: str | os.PathLike, *,
         panels += [a, b]
     fig = hv.Layout(panels).cols(2).opts(sublabel_format="", fig_size=280, aspect_weight=True,
                                          backend="matplotlib")
-    return _tmp_then_rename(path, lambda p: hv.save(fig, p, fmt="png", backend="matplotlib"))
+    return outputs.write_file(path, lambda p: hv.save(fig, p, fmt="png", backend="matplotlib"),
+                              keep_suffix=True)
 
 
 def _panels(obj) -> list:
     import holoviews as hv
 
     return list(obj) if isinstance(obj, hv.Layout) else [obj]
+
+
+def write_plots(results: str | os.PathLike, html_path: str | os.PathLike, *,
+                png: str | os.PathLike | None = None,
+                significance: float | str = plot.GENOME_WIDE, n_top: int = 100,
+                overwrite: bool = False) -> list[Path]:
+    """``dlmm plot``: the report (and a PNG) of a complete result store, checked first:
+    the significance, ``n_top``, the store, and the outputs (never replacing an
+    existing file without ``overwrite``, nor writing onto the store's own files)."""
+    from . import results as results_mod
+    from .errors import InputError, OptionError
+
+    if isinstance(significance, str) and significance.lower() != "bonferroni":
+        try:
+            significance = float(significance)
+        except ValueError:
+            significance = -1.0
+    if not isinstance(significance, str) and not 0 < significance < 1:
+        raise OptionError("significance", f"{significance!r} is not a p-value in (0, 1) or "
+                          "'bonferroni'", "give e.g. 5e-8 or bonferroni")
+    if n_top < 0:
+        raise OptionError("top", f"{n_top} is negative", "give 0 or more top hits")
+    res = results_mod.load_results(results)
+    paths = [Path(html_path)] + ([Path(png)] if png else [])
+    store = Path(results).resolve()
+    for p in paths:
+        if store in p.resolve().parents or p.resolve() == store:
+            raise InputError(p, "is inside the result store", "write the report elsewhere")
+    outputs.check_new(paths, overwrite)
+    written = [write_report(res, html_path, significance=significance, n_top=n_top)]
+    if png:
+        written.append(write_png(res, png, significance=significance, n_top=n_top))
+    return written

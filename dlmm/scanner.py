@@ -1,143 +1,178 @@
-"""The scan: the thin Dask layer that maps the per-block kernel over variants.
+"""The scan: strata, their set-up, and the one graph that maps the block kernel over them.
 
-Set-up (phenotype alignment, kinship, its eigendecomposition and the null
-fit) runs once on the client; the eigenvectors and null quantities are
-scattered to every worker once (with a ``distributed`` client) and every block
-task depends on that one key; each variant chunk is one task: read, filter,
-impute, rotate, fit, LRT.  The result is a lazy
-``xarray.Dataset`` over ``variants``.
+A *stratum* is a group of traits analysed on the same samples, tested on one kinship:
+a plain scan of one trait is one stratum; traits missing on different samples are one
+stratum each; a leave-one-chromosome-out scan has one per trait group and chromosome.
+Set-up (kinship, eigendecomposition, null fits) runs once per stratum on the client;
+each stratum's shared state (eigenvectors, null fits) is scattered once; every chunk
+of variants is one task (read, filter, impute, rotate, fit, test) with its stratum's
+state.  The result is a lazy ``xarray.Dataset`` laid out by :mod:`dlmm.schema`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from . import kernels
+from . import kernels, schema
 from .errors import InputError
+from .inputs import ScanInputs, prepare_inputs, trait_groups
 from .nullmodel import NullModel, fit_null_model
+from .options import ScanOptions
 
-__all__ = ["scan", "prepare", "validate_inputs", "check_lowrank", "parse_tests", "trait_groups",
-           "trait_attrs",
-           "contig_attrs",
-           "RESULT_VARIABLES"]
+__all__ = ["scan", "scan_inputs", "setup", "Stratum", "as_options", "resolve_center",
+           "BlockColumns"]
 
-_OUTPUT_NAMES = {
-    "n_miss": "variant_n_missing",
-    "af": "variant_allele_frequency",
-    "tested": "variant_lmm_tested",
-    "logl_H1": "variant_lmm_logl",
-    "l_mle": "variant_lmm_lambda",
-    "lrt": "variant_lmm_lrt_statistic",
-    "p_lrt": "variant_lmm_p_value",
-    "beta": "variant_lmm_beta",
-    "se": "variant_lmm_beta_se",
-    "beta_dom": "variant_lmm_beta_dominance",
-    "se_dom": "variant_lmm_beta_dominance_se",
-    "sigma_sq_a": "variant_lmm_sigma_sq_a",
-    "sigma_sq_e": "variant_lmm_sigma_sq_e",
-    "iterations": "variant_lmm_iterations",
-    "logl_remle": "variant_lmm_logl_reml",
-    "l_remle": "variant_lmm_lambda_reml",
-    "wald": "variant_lmm_wald_statistic",
-    "p_wald": "variant_lmm_p_value_wald",
-    "iterations_remle": "variant_lmm_iterations_reml",
-    "score": "variant_lmm_score_statistic",
-    "p_score": "variant_lmm_p_value_score",
-}
-
-#: The per-variant variables a scan computes.
-RESULT_VARIABLES = frozenset(_OUTPUT_NAMES.values())
+#: Shared state goes to the workers by ``client.scatter`` (False: a key in the graph;
+#: benchmarks/broadcast.py compares the two).
+SCATTER = True
 
 
-def _validate_phenotype(y: np.ndarray, n: int, source: str) -> np.ndarray:
-    y = np.asarray(y, dtype=np.float64)
-    if y.shape != (n,):
-        raise InputError(source, f"phenotype has shape {y.shape}, the genotypes have {n} samples",
-                         "give one phenotype value per genotype sample")
-    if np.isinf(y).any():
-        raise InputError(source, "phenotype has infinite values", "use NA for missing values")
-    obs = y[~np.isnan(y)]
-    if obs.size == 0:
-        raise InputError(source, "phenotype is missing for every sample",
-                         "check the phenotype column (--pheno-col)")
-    if np.ptp(obs) == 0:
-        raise InputError(source, f"phenotype is constant ({obs[0]:g}) on the analysed samples",
-                         "pick a phenotype that varies")
-    return y
+@dataclass
+class Stratum:
+    """Traits ``traits`` (indices) analysed on ``samples`` (N,) bool, tested on one
+    kinship: the genome's, or (LOCO) the one without ``contig``, whose variants it
+    tests.  ``nulls``: one null fit per trait, sharing one eigendecomposition."""
+
+    traits: np.ndarray
+    contig: int | None
+    samples: np.ndarray
+    nulls: list[NullModel]
+    kinship_variants_used: int | None = None
 
 
-def validate_inputs(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = None,
-                    covariates: np.ndarray | None = None, phenotype_source: str = "phenotype",
-                    kinship_source: str = "kinship", covariate_source: str = "covariates",
-                    psd: bool = True):
-    """Check the inputs of a scan at the boundary (no genotype is read).
+def as_options(options: ScanOptions | None, changes: dict) -> ScanOptions:
+    """``options`` (default ScanOptions()) with keyword changes, checked."""
+    options = options or ScanOptions()
+    return options.replace(**changes) if changes else options
 
-    With ``psd`` a given kinship is also checked to be positive semi-definite:
-    one Cholesky factorisation.  :func:`scan` checks that instead from the
-    eigendecomposition it computes anyway, so a caller that runs this before
-    ``scan`` (the CLI, to fail before its cluster starts) checks it once more.
 
-    Returns ``(y, samples, W, K)``: the phenotype (samples,) (one trait), the analysed
-    samples' mask (non-missing phenotype and covariates), their covariates
-    (n, c) and the validated kinship (samples, samples) or None.
+def resolve_center(options: ScanOptions, ds: xr.Dataset) -> bool:
+    """Whether the kinship is double-centred: as asked, else as GEMMA does, except for
+    the course lab's text format (its EM uses the kinship as given)."""
+    if options.center is not None:
+        return options.center
+    return ds.attrs.get("format") != "text"
+
+
+def scan(ds: xr.Dataset, phenotypes=None, *, traits=None, covariates=None, kinship=None,
+         options: ScanOptions | None = None, **option_changes) -> xr.Dataset:
+    """LMM association scan of every variant, lazy over chunks of variants.
+
+    Parameters
+    ----------
+    ds : genotypes (``call_dosage`` (variants, samples) chunked along variants,
+        ``variant_*``, ``sample_id``), e.g. from :func:`dlmm.open_genotypes`.
+    phenotypes : None (those the genotypes carry), a file, a numpy array (samples,)
+        or (samples, traits) in genotype order, or a pandas / xarray object indexed by
+        sample id (joined by id; :mod:`dlmm.samples`).
+    traits : which phenotype columns (1-based numbers or names); default all given,
+        the first carried one.
+    covariates : like ``phenotypes`` (GEMMA's files include the intercept; tables with
+        sample ids get one added); default the intercept alone.
+    kinship : None (the centred GRM, GEMMA -gk 1), a file, a numpy (n, n) array in
+        genotype order, or a DataArray with ``sample_id`` (e.g. :func:`dlmm.grm`).
+    options : :class:`~dlmm.options.ScanOptions`; keyword arguments (``model=...``,
+        ``tests="lrt,wald"``, ...) change single options.
+
+    Returns
+    -------
+    Dataset over ``variants`` and ``traits`` (:mod:`dlmm.schema`): the tests' variables
+    (lazy dask arrays, one task per chunk), the variant fields, ``trait_id`` and the
+    null models' figures (computed).  Fitting the null model (and the GRM when no
+    kinship is given) happens here, on the current Dask client if any.
     """
-    from .io import validate_kinship
+    options = as_options(options, option_changes)
+    inputs = prepare_inputs(ds, phenotypes, traits=traits, covariates=covariates,
+                            kinship=kinship, options=options)
+    return scan_inputs(ds, inputs, options)
 
-    n_all = ds.sizes["samples"]
-    y = _validate_phenotype(phenotype, n_all, phenotype_source)
-    samples = ~np.isnan(y)
-    if covariates is None:
-        W_all = np.ones((n_all, 1))
+
+def scan_inputs(ds: xr.Dataset, inputs: ScanInputs, options: ScanOptions,
+                strata: list[Stratum] | None = None) -> xr.Dataset:
+    """:func:`scan` of checked inputs; ``strata`` from :func:`setup` to reuse a set-up."""
+    strata = setup(ds, inputs, options) if strata is None else strata
+    array, keys = _graph(ds, inputs, strata, options)
+    return _dataset(ds, inputs, strata, options, array, keys)
+
+
+# --------------------------------------------------------------------------
+# set-up: kinship, eigendecomposition, null fits per stratum
+# --------------------------------------------------------------------------
+def setup(ds: xr.Dataset, inputs: ScanInputs, options: ScanOptions) -> list[Stratum]:
+    """The strata of a scan, each with its eigendecomposition and null fits."""
+    out = []
+    for group in trait_groups(inputs):
+        mask = inputs.analysed(group[0])
+        W = inputs.covariates[mask]
+        Y = inputs.phenotypes[np.ix_(mask, group)]
+        for contig, eig, used in _eigens(ds, inputs, mask, W, options):
+            nulls = [fit_null_model(Y[:, j], W, None, em=options.solver == "em",
+                                    em_tol=options.em_tol, em_max_iter=options.em_max_iter,
+                                    eig=eig) for j in range(len(group))]
+            out.append(Stratum(group, contig, mask, nulls, used))
+    return out
+
+
+def _eigens(ds, inputs: ScanInputs, mask, W, options: ScanOptions):
+    """``(contig, (s, U), kinship variants used)`` for each kinship of one trait group."""
+    from .kinship import grm, grm_loco
+
+    center = resolve_center(options, ds)
+    kw = dict(maf=options.maf, max_missing=options.max_missing)
+    source = inputs.sources["kinship"]
+    if options.loco:
+        K = grm_loco(ds, mask, W, **kw).values
+        for c in np.unique(ds["variant_contig"].values):
+            yield int(c), _eigh(_no_nan(K[c][np.ix_(mask, mask)], ds), center, None, None), None
+    elif inputs.kinship_variants is not None:
+        eig, used = _lowrank_eig(ds, mask, W, inputs.kinship_variants, options.kinship_rank,
+                                 center, source, **kw)
+        yield None, eig, used
+    elif inputs.kinship is None:
+        K = _no_nan(grm(ds, mask, W, subset=True, **kw).values, ds)
+        yield None, _eigh(K, center, options.kinship_rank, None), None
     else:
-        W_all = np.asarray(covariates, dtype=np.float64)
-        if W_all.ndim != 2 or W_all.shape[0] != n_all:
-            raise InputError(covariate_source, f"covariates have shape {W_all.shape}, expected "
-                             f"({n_all}, c)", "give one covariate row per genotype sample")
-        samples &= ~np.isnan(W_all).any(axis=1)
-    n = int(samples.sum())
-    W = W_all[samples]
-    if n < W.shape[1] + 2:
-        raise InputError(phenotype_source, f"only {n} analysed samples for {W.shape[1]} "
-                         "covariates", "give at least covariates + 2 samples with data")
-    if np.linalg.matrix_rank(W) < W.shape[1]:
-        raise InputError(covariate_source, "covariate columns are collinear on the "
-                         f"{n} analysed samples (rank {np.linalg.matrix_rank(W)} < "
-                         f"{W.shape[1]} columns)", "drop redundant covariate columns")
-    K = None if kinship is None else validate_kinship(kinship, kinship_source, n_all, psd=psd)
-    return y, samples, W, K
+        K = inputs.kinship_of(mask)
+        if options.kinship_rank is not None:  # a partial eigendecomposition: check it first
+            from .io import validate_kinship
+            validate_kinship(K, source, psd=True)
+        yield None, _eigh(K, center, options.kinship_rank, source), None
 
 
-def prepare(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = None,
-            covariates: np.ndarray | None = None, center: bool = True,
-            solver: str = "exact", maf: float = 0.01, max_missing: float = 0.05,
-            em_tol: float = 1e-5, em_max_iter: int = 100,
-            kinship_variants: np.ndarray | None = None, kinship_rank: int | None = None,
-            phenotype_source: str = "phenotype", kinship_source: str = "kinship",
-            covariate_source: str = "covariates") -> tuple[np.ndarray, NullModel]:
-    """Set up a scan: analysed samples, kinship, eigendecomposition, null fit.
-
-    Returns ``(samples, null)``: the (samples,) bool mask of analysed samples
-    (non-missing phenotype and covariates) and the :class:`NullModel`.
-    Computes the GRM (one pass over the genotypes) when ``kinship`` is None;
-    ``kinship_variants`` and ``kinship_rank`` choose the low-rank mode (see
-    :func:`scan`).
-    """
-    kinship_variants = check_lowrank(ds, kinship_variants, kinship_rank, kinship=kinship)
-    samples, nulls = _prepare_traits(
-        ds, np.asarray(phenotype, dtype=np.float64)[:, None], kinship=kinship,
-        covariates=covariates, center=center, solver=solver, maf=maf,
-        max_missing=max_missing, em_tol=em_tol, em_max_iter=em_max_iter,
-        kinship_variants=kinship_variants, kinship_rank=kinship_rank,
-        phenotype_source=phenotype_source, kinship_source=kinship_source,
-        covariate_source=covariate_source)
-    return samples, nulls[0]
+def _no_nan(K: np.ndarray, ds) -> np.ndarray:
+    """A GRM of no variant (every one filtered out) is 0/0."""
+    if not np.isfinite(K[0, 0]):
+        raise InputError(ds.attrs.get("source", "genotypes"), "no variant passes the filters "
+                         "(maf, max_missing) on the analysed samples, so there is no GRM",
+                         "lower --maf or raise --max-missing, or give --kinship")
+    return K
 
 
-def _lowrank_eig(ds, samples, W, variants, rank, center, maf, max_missing, source):
+def _eigh(K: np.ndarray, center: bool, rank: int | None, source: str | None):
+    """``(s, U)`` of the analysed kinship (centred as asked); a given kinship (``source``)
+    is checked positive semi-definite from its eigenvalues."""
+    from .io import PSD_TOL, not_psd
+
+    if center:
+        K = kernels.center_kinship(K)
+    try:
+        s, U = kernels.eigh_kinship(K, rank=rank, overwrite=True,
+                                    psd_tol=PSD_TOL if source is not None else None)
+    except kernels.NotPositiveSemiDefinite:
+        raise not_psd(source) from None
+    if not (s > 0).any():
+        raise InputError(source or "kinship", "the kinship is zero" + (
+            " after double-centring" if center else ""), "give a relationship matrix with "
+            "variation between samples (e.g. the GRM: drop --kinship)")
+    return s, U
+
+
+def _lowrank_eig(ds, samples, W, variants, rank, center, source, maf, max_missing):
     """``(s, U)`` thin, from the GRM factor of ``variants`` (:func:`dlmm.kinship.grm_factor`)
     by Dask's tall-and-skinny SVD (TSQR: QR of row blocks, then a q x q SVD)."""
     import dask
@@ -156,418 +191,90 @@ def _lowrank_eig(ds, samples, W, variants, rank, center, maf, max_missing, sourc
     u, sv, used = dask.compute(u, sv, f["kinship_variant_used"].data.sum())
     if used == 0:
         raise InputError(source, f"none of the {q} kinship variants passes the filters "
-                         "(--maf, --max-missing) on the analysed samples",
+                         "(maf, max_missing) on the analysed samples",
                          "choose other or more variants for --kinship-variants")
     return kernels.eigen_from_svd(u, sv, rank=rank), int(used)
 
 
-def _prepare_traits(ds, Y, *, kinship, covariates, center, solver, maf, max_missing, em_tol,
-                    em_max_iter, phenotype_source, kinship_source,
-                    covariate_source="covariates", kinship_variants=None, kinship_rank=None,
-                    info=None):
-    """:func:`prepare` for traits ``Y`` (samples, t) missing on the same samples: one
-    kinship and one eigendecomposition, one null fit per trait.  ``info``: a dict
-    to receive ``kinship_variants_used`` in the low-rank mode."""
-    from .io import PSD_TOL, not_psd
-    from .kinship import grm
-
-    # a given kinship is checked once per group; positive semi-definite from its
-    # eigenvalues when all are computed (free), else by a Cholesky factorisation
-    all_eigen = kinship_variants is None and kinship_rank is None
-    checked = [validate_inputs(ds, Y[:, j], kinship=kinship if j == 0 else None,
-                               covariates=covariates, phenotype_source=phenotype_source,
-                               kinship_source=kinship_source,
-                               covariate_source=covariate_source, psd=not all_eigen)
-               for j in range(Y.shape[1])]
-    _, samples, W, K = checked[0]
-    if any((c[1] != samples).any() for c in checked):
-        raise ValueError("the traits of one group must be missing on the same samples")
-    if kinship_variants is not None:
-        eig, used = _lowrank_eig(ds, samples, W, kinship_variants, kinship_rank, center,
-                                 maf, max_missing, kinship_source)
-        if info is not None:
-            info["kinship_variants_used"] = used
-        K = None
-    else:
-        if K is None:
-            K = grm(ds, samples, W, maf=maf, max_missing=max_missing, subset=True).values
-        else:
-            K = K[np.ix_(samples, samples)]
-        if center:
-            K = kernels.center_kinship(K)
-        try:  # the kinship as used: the analysed samples' (centred) part
-            eig = kernels.eigh_kinship(K, rank=kinship_rank, overwrite=True,  # K is ours
-                                       psd_tol=PSD_TOL if kinship is not None else None)
-        except kernels.NotPositiveSemiDefinite:
-            raise not_psd(kinship_source) from None
-    nulls = [fit_null_model(c[0][samples], W, K, em=(solver == "em"), em_tol=em_tol,
-                            em_max_iter=em_max_iter, eig=eig) for c in checked]
-    return samples, nulls
-
-
-def check_rotation_dtype(rotation_dtype: str, kinship_variants=None,
-                         kinship_rank: int | None = None) -> None:
-    """``rotation_dtype`` is float64 or float32, and float32 comes without the low-rank mode
-    (there the part outside U's span is a difference of Gram matrices, which float32
-    rounding would swamp; and the rotation is cheap)."""
-    if rotation_dtype not in ("float64", "float32"):
-        raise InputError("--rotation-dtype", f"unknown dtype {rotation_dtype!r}",
-                         "use float64 or float32")
-    if rotation_dtype == "float32" and (kinship_variants is not None
-                                        or kinship_rank is not None):
-        raise InputError("--rotation-dtype", "float32 is for the full-rank scan",
-                         "drop --rotation-dtype float32, or --kinship-variants and "
-                         "--kinship-rank")
-
-
-def check_lowrank(ds: xr.Dataset, kinship_variants=None, kinship_rank: int | None = None, *,
-                  kinship=None, loco: bool = False) -> np.ndarray | None:
-    """Check the low-rank options of :func:`scan` at the boundary.
-
-    Returns ``kinship_variants`` as sorted unique int64 indices (None if not given).
-    """
-    if kinship_variants is not None and (kinship is not None or loco):
-        raise InputError("--kinship-variants", "the kinship variants define the kinship; "
-                         f"not with {'--loco' if loco else '--kinship'}",
-                         "drop one of the two options")
-    if kinship_rank is not None and (int(kinship_rank) < 1 or loco):
-        raise InputError("--kinship-rank", f"rank {kinship_rank} " + (
-            "is not available with --loco" if loco else "must be at least 1"),
-            "drop --loco" if loco else "give a positive number of eigenvectors")
-    if kinship_variants is None:
-        return None
-    idx = np.asarray(kinship_variants)
-    idx = np.flatnonzero(idx) if idx.dtype == bool else np.unique(idx.astype(np.int64))
-    n_var = ds.sizes["variants"]
-    if idx.size == 0 or idx[0] < 0 or idx[-1] >= n_var:
-        raise InputError("--kinship-variants", "kinship variants must be a non-empty set "
-                         f"of variant indices in 0..{n_var - 1}",
-                         "list variant ids of the genotypes, or give a count")
-    return idx
-
-
-def trait_groups(ds: xr.Dataset, phenotypes: np.ndarray,
-                 covariates: np.ndarray | None = None) -> list[np.ndarray]:
-    """Group traits analysed on the same samples (non-missing trait and covariates).
-
-    Parameters
-    ----------
-    phenotypes : (samples, traits).
-
-    Returns
-    -------
-    List of int arrays of trait indices, in order of first appearance; each
-    group shares one eigendecomposition and one rotation of every block.
-    """
-    Y = np.asarray(phenotypes, dtype=np.float64)
-    ok = ~np.isnan(Y)
-    if covariates is not None:
-        ok &= ~np.isnan(np.asarray(covariates, dtype=np.float64)).any(axis=1)[:, None]
-    groups: dict[bytes, list[int]] = {}
-    for j in range(Y.shape[1]):
-        groups.setdefault(np.packbits(ok[:, j]).tobytes(), []).append(j)
-    return [np.array(g) for g in groups.values()]
-
-
-def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = None,
-         covariates: np.ndarray | None = None, model: str = "additive",
-         solver: str = "exact", em_start: str = "classic", center: bool = True,
-         maf: float = 0.01, max_missing: float = 0.05, em_tol: float = 1e-5,
-         em_max_iter: int = 100, null: tuple[np.ndarray, NullModel] | None = None,
-         broadcast: bool = True, test: str | tuple[str, ...] = "lrt", traits=None,
-         loco: bool = False, kinship_variants: np.ndarray | None = None,
-         kinship_rank: int | None = None, rotation_dtype: str = "float64",
-         **sources) -> xr.Dataset:
-    """LMM association scan of every variant, lazy over variant chunks.
-
-    Parameters
-    ----------
-    ds : genotype Dataset (``call_dosage`` (variants, samples), chunked along
-        variants; ``variant_*``, ``sample_id``).
-    phenotype : (samples,) trait, NaN where missing (those samples are dropped);
-        or (samples, traits) for many traits at once: traits missing on the
-        same samples share one eigendecomposition and one rotation of each
-        genotype block (each group computes its own GRM when ``kinship`` is None).
-    kinship : (samples, samples) kinship; default the centred GRM (GEMMA -gk 1).
-    covariates : (samples, c) covariates *including* the intercept column
-        (default: intercept only).
-    model : "additive" (1-df LRT) or "genotypic" (additive + dominance, 2 df).
-    solver : "exact" (profile ML over lambda, GEMMA -lmm 2) or "em" (classic EM).
-    em_start : "classic" (sa2=70, se2=10, b=0) or "null" (the ML null fit).
-    center : double-centre the analysed kinship, as GEMMA does.
-    maf, max_missing : GEMMA's variant filters on the analysed samples.
-    null : a ``(samples, NullModel)`` from :func:`prepare`, to skip set-up
-        (one trait only).
-    test : ``"lrt"`` (default), ``"wald"``, ``"score"``, ``"all"`` or a tuple of
-        them (GEMMA ``-lmm 2``, ``1``, ``3``, ``4``).  The LRT compares ML fits;
-        the Wald F-test uses each variant's REML lambda, the score F-test the
-        null model's ML lambda (as GEMMA); both on ``n - c - k`` df.
-    traits : (traits,) names of the phenotype columns (default ``pheno1..``), the
-        ``trait_id`` coordinate along ``traits``.
-    broadcast : with a ``distributed`` client, scatter the eigenvectors and null
-        fit (to one worker; each other worker fetches them once, see
-        :func:`_share`) instead of embedding them in the graph; with ``loco``
-        each chromosome's go only to where its blocks run.
-    loco : leave one chromosome out: each contig's variants are tested with the
-        GRM of the other contigs (:func:`dlmm.kinship.grm_loco`: one pass over the
-        genotypes, the whole-genome sums minus the contig's), with its own
-        eigendecomposition and null fit.  Not with ``kinship`` or ``null``.
-    kinship_variants : low-rank mode (FaST-LMM): int indices (or a bool mask) of
-        the variants whose GRM is the kinship, ``K = Z Z^T`` with ``Z`` (n, q)
-        their centred dosages / sqrt(q) (:func:`dlmm.kinship.grm_factor`).  No
-        n x n matrix is formed: U (n, r <= q) comes from Dask's tall-and-skinny
-        SVD of Z, each variant's rotation costs O(n r) instead of O(n^2), and
-        the likelihood adds the part outside U's span in closed form
-        (:func:`dlmm.kernels.lowrank_rest`).  Not with ``kinship`` or ``loco``.
-    kinship_rank : keep only the kinship's ``kinship_rank`` largest eigenpairs
-        (of the given or computed kinship, or of the ``kinship_variants``
-        factor): the same low-rank likelihood.  When the kinship's rank is at
-        most ``kinship_rank``, results equal the full-rank scan's.
-    rotation_dtype : ``"float64"`` (default) or ``"float32"``: the precision of
-        the genotype blocks' rotation ``U^T X`` (the scan's dominant cost, twice
-        as fast in float32; the dosages are exact in float32, U and the sums are
-        rounded to it).  The fits stay float64.  Measured on mouse_hs1940: max
-        |d(-log10 p)| 3.3e-6 against float64.  Full rank only.
-
-    Returns
-    -------
-    Dataset over ``variants`` (and ``traits`` for a 2-D phenotype, with the
-    ``trait_id`` coordinate): ``variant_lmm_p_value`` (LRT),
-    ``variant_lmm_p_value_wald``, ``variant_lmm_p_value_score``,
-    ``variant_lmm_beta`` (the Wald test's when it runs, else the ML fit's, else
-    the score test's), ``variant_lmm_logl``, ``variant_lmm_lambda_reml``, ...
-    (lazy dask arrays, for the tests asked), the input's ``variant_*``
-    coordinates, and the null model's figures in ``attrs`` (one list entry per
-    trait for many traits).
-    """
+# --------------------------------------------------------------------------
+# the graph: one task per chunk of variants, with its stratum's shared state
+# --------------------------------------------------------------------------
+def _graph(ds, inputs: ScanInputs, strata: list[Stratum], options: ScanOptions):
+    """The lazy (variants, traits, columns) array of every block, and the column keys."""
     import dask.array as da
 
-    if model not in ("additive", "genotypic"):
-        raise InputError("--model", f"unknown model {model!r}", "use additive or genotypic")
-    if solver not in ("exact", "em"):
-        raise InputError("--solver", f"unknown solver {solver!r}", "use exact or em")
-    if em_start not in ("classic", "null"):
-        raise InputError("--em-start", f"unknown start {em_start!r}", "use classic or null")
-    tests = parse_tests(test)
-    check_rotation_dtype(rotation_dtype, kinship_variants, kinship_rank)
-    Y = np.asarray(phenotype, dtype=np.float64)
-    multi = Y.ndim == 2
-    Y = Y if multi else Y[:, None]
-    n_traits = Y.shape[1]
-    if null is not None and multi:
-        raise ValueError("null= is for one trait; give a 1-D phenotype")
-    if loco and (kinship is not None or null is not None):
-        raise InputError("--loco", "LOCO computes one GRM per chromosome itself",
-                         "drop --kinship (or null=) when using --loco")
-    kinship_variants = check_lowrank(ds, kinship_variants, kinship_rank, kinship=kinship,
-                                     loco=loco)
-    groups = [np.arange(1)] if null is not None else trait_groups(ds, Y, covariates)
-    from .kinship import dosage_blocks
+    from .kinship import dosage_blocks, split_at_contigs
 
+    keys = kernels.result_columns(options.model, options.tests)
     dosage = dosage_blocks(ds)
-    if loco:
-        from .kinship import split_at_contigs
+    block_contig = None
+    if options.loco:
         dosage, block_contig = split_at_contigs(dosage, ds["variant_contig"].values)
-        loco_contigs = [int(c) for c in dict.fromkeys(block_contig.tolist())]
-    else:
-        block_contig, loco_contigs = np.zeros(dosage.numblocks[0], dtype=int), [None]
-    cols = kernels.result_columns(model, tests)
-    outs, summaries, digest = [], [None] * n_traits, hashlib.sha1()
-    kin_bytes = (b"grm-loco" if loco else b"grm") if kinship is None else np.asarray(
-        kinship, dtype=np.float64)
-    if kinship_variants is not None or kinship_rank is not None:
-        kin_bytes = np.ascontiguousarray(kin_bytes).tobytes() + repr(
-            (kinship_rank, None if kinship_variants is None else kinship_variants.tolist())
-        ).encode()
-    kin_info: dict = {}
-    prep = dict(covariates=covariates, center=center, solver=solver, maf=maf,
-                max_missing=max_missing, em_tol=em_tol, em_max_iter=em_max_iter,
-                kinship_variants=kinship_variants, kinship_rank=kinship_rank, info=kin_info,
-                phenotype_source=sources.get("phenotype_source", "phenotype"),
-                kinship_source=sources.get("kinship_source", "kinship"),
-                covariate_source=sources.get("covariate_source", "covariates"))
-    for idx in groups:
-        if loco:
-            from .kinship import grm_loco
-            _, s_g, W_g, _ = validate_inputs(ds, Y[:, idx[0]], covariates=covariates,
-                                             phenotype_source=prep["phenotype_source"],
-                                             covariate_source=prep["covariate_source"])
-            K_loco = grm_loco(ds, s_g, W_g, maf=maf, max_missing=max_missing).values
-        shared, per_contig = {}, []
-        for c in loco_contigs:
-            if null is not None:
-                samples, nulls = null[0], [null[1]]
-            else:
-                samples, nulls = _prepare_traits(
-                    ds, Y[:, idx], kinship=K_loco[c] if loco else kinship, **prep)
-            nm = nulls[0]
-            null_fits = [x.em if solver == "em" else x.ml for x in nulls]
-            starts = None
-            if solver == "em" and em_start == "null":
-                starts = [(x.ml.beta[0], x.ml.sigma_sq_a[0], x.ml.sigma_sq_e[0])
-                          for x in nulls]
-            # LOCO: each chromosome's eigenvectors go only where its blocks run, not
-            # to every worker (C of them per worker otherwise)
-            shared[c] = _share(
-                {"samples": samples, "U": nm.U.astype(np.float32) if rotation_dtype ==
-                 "float32" else nm.U, "s": nm.s, "W": nm.W, "Wr": nm.Wr,
-                 "yr": np.column_stack([x.yr for x in nulls]),
-                 "y": np.column_stack([x.y for x in nulls]) if nm.rank < nm.n else None,
-                 "logl_null": np.array([float(f.logl[0]) for f in null_fits]),
-                 "null_start": starts, "tests": tests,
-                 "lam_null": np.array([float(x.ml.lam[0]) for x in nulls])},
-                broadcast=broadcast and not loco)
-            sm = []
-            for x in nulls:
-                summary = x.summary()
-                if solver == "em":
-                    summary["em_logl_null"] = float(x.em.logl[0])
-                sm.append(summary)
-            per_contig.append(sm)
-            # the inputs, not derived floats (eigh is not bit-reproducible)
-            for part in [samples, Y[np.ix_(samples, idx)], nm.W, kin_bytes]:
-                digest.update(part if isinstance(part, bytes) else
-                              np.ascontiguousarray(part).tobytes())
-        for jj, j in enumerate(idx):
-            summaries[j] = (per_contig[0][jj] if not loco else
-                            {k: [pc[jj][k] for pc in per_contig] for k in per_contig[0][jj]})
-        kw = dict(model=model, solver=solver, maf=maf, max_missing=max_missing, em_tol=em_tol,
-                  em_max_iter=em_max_iter, new_axis=2, dtype=np.float64)
-        if not loco:
-            outs.append(dosage.map_blocks(
-                _block, shared[None], chunks=(dosage.chunks[0], (len(idx),), (len(cols),)),
-                **kw))
-        else:  # each block with its own contig's eigenbasis: one task per block, in order
-            outs.append(da.concatenate([
-                dosage.blocks[b].map_blocks(
-                    _block, shared[int(block_contig[b])],
-                    chunks=((dosage.chunks[0][b],), (len(idx),), (len(cols),)), **kw)
-                for b in range(dosage.numblocks[0])], axis=0))
-    order = np.argsort(np.concatenate(groups), kind="stable")
-    # one chunk over traits, so each variants chunk is one Zarr chunk
-    out = outs[0] if len(outs) == 1 else da.concatenate(outs, axis=1)[:, order].rechunk(
-        {1: -1})
-    dims = ("variants", "traits") if multi else ("variants",)
-    data, columns = {}, {}
-    for i, c in enumerate(cols):
-        dtype = np.int64 if c == "n_miss" else bool if c == "tested" else np.float64
-        col = out[:, :, i] if multi else out[:, 0, i]
-        if dtype is not np.float64:
-            col = col.astype(dtype)
-        data[_OUTPUT_NAMES[c]] = (dims, col)
-        columns[_OUTPUT_NAMES[c]] = (i, dtype, col.name)
-    keep = [v for v in ("variant_id", "variant_contig", "variant_position", "variant_allele",
-                        "contig_id") if v in ds]
-    # strings as object arrays: Zarr v2 stores them as vlen-utf8 whatever they came as
-    res = xr.Dataset(data).assign({v: ds[v].astype(object) if ds[v].dtype.kind in "UOT"
-                                   else ds[v] for v in keep})
-    if multi:
-        names = [f"pheno{j + 1}" for j in range(n_traits)] if traits is None else list(traits)
-        res = res.assign_coords(trait_id=("traits", np.asarray(names, dtype=object)))
-        attrs = {k: [sm[k] for sm in summaries] for k in summaries[0]}
-    else:
-        attrs = dict(summaries[0])
-    if loco:
-        contig_names = np.asarray(ds["contig_id"].values, dtype=object).astype(str)
-        attrs["loco_contigs"] = [str(contig_names[c]) for c in loco_contigs]
-    attrs.update(kin_info)
-    attrs["inputs_sha1"] = digest.hexdigest()
-    attrs.update(model=model, solver=solver, n_samples_total=int(ds.sizes["samples"]),
-                 rotation_dtype=rotation_dtype,
-                 em_start=em_start if solver == "em" else "", tests=",".join(tests))
-    res.attrs.update(attrs)
-    # for writers (dlmm.store.write_results_zarr): every variable of a block from one task
-    res.encoding["dlmm_blocks"] = BlockColumns(out, columns, multi)
-    return res
+    shared = {id(st): _share(_shared_state(st, options)) for st in strata}
+    groups, order = [], []
+    for group in trait_groups(inputs):
+        by_contig = {st.contig: st for st in strata if np.array_equal(st.traits, group)}
+        parts = [_blocks(dosage, a, b).map_blocks(
+            _block, shared[id(by_contig[c])], model=options.model, solver=options.solver,
+            maf=options.maf, max_missing=options.max_missing, em_tol=options.em_tol,
+            em_max_iter=options.em_max_iter, new_axis=2, dtype=np.float64,
+            chunks=(dosage.chunks[0][a:b], (len(group),), (len(keys),)))
+            for a, b, c in _runs(block_contig, dosage.numblocks[0])]
+        groups.append(parts[0] if len(parts) == 1 else da.concatenate(parts, axis=0))
+        order.extend(group)
+    out = groups[0] if len(groups) == 1 else da.concatenate(groups, axis=1)
+    if len(groups) > 1:  # traits back in their order, one chunk over them
+        out = out[:, np.argsort(order, kind="stable")].rechunk({1: -1})
+    return out, keys
 
 
-@dataclass(frozen=True)
-class BlockColumns:
-    """How a scan's result variables come from one (variants, traits, columns) array.
-
-    Each variable is a column of ``array``, whose variants chunks are the scan's
-    tasks, so a writer can compute a block as that one task (:meth:`blocks`) and
-    split it into the variables itself (:meth:`split`), not run a task per
-    variable and block.  ``columns``: name -> (column, dtype, the Dask name of
-    the variable as :func:`scan` made it).
-    """
-
-    array: object
-    columns: dict
-    multi: bool
-
-    def covers(self, res: xr.Dataset, names) -> bool:
-        """Whether ``res[names]`` are still the columns of ``array`` (not edited)."""
-        return all(v in self.columns and getattr(res[v].data, "name", None) ==
-                   self.columns[v][2] for v in names)
-
-    def blocks(self) -> list:
-        """``array``'s variants chunks as Dask delayed objects (one chunk across the
-        other axes)."""
-        parts = self.array.to_delayed(optimize_graph=False)
-        return list(parts.reshape(parts.shape[0]))
-
-    def split(self, block: np.ndarray, names) -> tuple[np.ndarray, ...]:
-        """The variables ``names`` of one computed block of ``array``."""
-        out = []
-        for v in names:
-            i, dtype, _ = self.columns[v]
-            out.append((block[:, :, i] if self.multi else block[:, 0, i]).astype(dtype))
-        return tuple(out)
+def _blocks(dosage, a: int, b: int):
+    """Blocks ``a:b`` of ``dosage`` (all of them without a slicing layer)."""
+    return dosage if (a, b) == (0, dosage.numblocks[0]) else dosage.blocks[a:b]
 
 
-def trait_attrs(attrs: dict, i: int) -> dict:
-    """The attrs of trait ``i`` of a many-trait result (list values -> their i-th entry)."""
-    return {k: v[i] if isinstance(v, list) and k != "loco_contigs" else v
-            for k, v in attrs.items()}
+def _runs(block_contig, n_blocks: int):
+    """``(first, stop, contig)`` of each run of consecutive blocks of one contig (one run
+    of every block, contig None, for a plain scan)."""
+    if block_contig is None:
+        return [(0, n_blocks, None)]
+    cuts = [0] + [b for b in range(1, n_blocks) if block_contig[b] != block_contig[b - 1]]
+    return [(a, b, int(block_contig[a])) for a, b in zip(cuts, cuts[1:] + [n_blocks])]
 
 
-def contig_attrs(attrs: dict, i: int) -> dict:
-    """The null figures of the i-th LOCO contig (``attrs["loco_contigs"][i]``) of one
-    trait's attrs (list values -> their i-th entry)."""
-    return {k: v[i] if isinstance(v, list) else v for k, v in attrs.items()
-            if k != "loco_contigs"}
+def _shared_state(st: Stratum, options: ScanOptions) -> dict:
+    """What a block task of stratum ``st`` needs besides its genotypes."""
+    nm = st.nulls[0]
+    fits = [x.em if options.solver == "em" else x.ml for x in st.nulls]
+    starts = None
+    if options.solver == "em" and options.em_start == "null":
+        starts = [(x.ml.beta[0], x.ml.sigma_sq_a[0], x.ml.sigma_sq_e[0]) for x in st.nulls]
+    U = nm.U.astype(np.float32) if options.rotation_dtype == "float32" else nm.U
+    return {"samples": st.samples, "U": U, "s": nm.s, "W": nm.W, "Wr": nm.Wr,
+            "yr": np.column_stack([x.yr for x in st.nulls]),
+            "y": np.column_stack([x.y for x in st.nulls]),
+            "logl_null": np.array([float(f.logl[0]) for f in fits]),
+            "null_start": starts, "tests": options.tests,
+            "lam_null": np.array([float(x.ml.lam[0]) for x in st.nulls])}
 
 
-def parse_tests(test: str | tuple[str, ...]) -> tuple[str, ...]:
-    """``"lrt"``, ``"wald,score"``, ``"all"`` or a tuple -> tests in canonical order."""
-    names = test.split(",") if isinstance(test, str) else list(test)
-    names = [t.strip() for t in names]
-    if names == ["all"]:
-        return kernels.TESTS
-    bad = [t for t in names if t not in kernels.TESTS]
-    if bad or not names:
-        raise InputError("--test", f"unknown test {','.join(bad) or test!r}",
-                         "use lrt, wald, score, all, or a comma-separated list of them")
-    return tuple(t for t in kernels.TESTS if t in names)
+def _share(shared: dict):
+    """The state every block task of a stratum needs, as one graph input.
 
-
-def _share(shared: dict, broadcast: bool = True):
-    """The state every block task needs (U, s, the null fit) as one graph input.
-
-    With a ``distributed`` client current and ``broadcast``, it is scattered
-    once, to one worker; each other worker fetches it from a peer when its
-    first block needs it and keeps it while it has blocks to run, so it
-    reaches every worker once.  It is not broadcast to every worker up front:
-    the scheduler's Active Memory Manager (ReduceReplicas, every 2 s) drops
-    replicas that no pending task needs, so a broadcast made while the client
-    still prepares the graph can be dropped and fetched again (seen in the
-    workers' logs in tests/test_store.py on a loaded machine).  The
-    alternative, a ``dask.delayed`` key embedded in the graph, also reaches each worker once
-    but travels inside the graph: client to scheduler, scheduler to the worker
-    that materialises it, then worker to worker; the scheduler holds U (n x n
-    float64) for the life of the graph and warns about the graph's size.
-    ``benchmarks/broadcast.py`` times both: equal within noise at n = 3,000
-    on two local worker processes (4.25 s and 4.05 s, medians of 3), so the
-    choice rests on keeping U off the scheduler, which matters at biobank n.
-    Loading U from Zarr on each worker would need storage shared by client and
-    workers, which a laptop cluster or a cloud cluster without a shared
-    filesystem lacks.  Without a client (the threaded scheduler) the delayed
-    key is a plain in-memory object.
+    With a ``distributed`` client current, it is scattered once, to one worker; each
+    other worker fetches it from a peer when its first block needs it and keeps it
+    while it has blocks to run, so it reaches every worker once.  It is not broadcast
+    up front: the scheduler's Active Memory Manager drops replicas that no pending task
+    needs, so a broadcast made while the client still prepares the graph can be
+    dropped and fetched again.  A ``dask.delayed`` key in the graph would also reach
+    each worker once, but through the scheduler, which would hold U (n x n) for the
+    life of the graph (``benchmarks/broadcast.py`` times both: equal within noise at
+    n = 3,000).  Without a client (the threaded scheduler) the delayed key is a plain
+    in-memory object.
     """
     import dask
 
-    if broadcast:
+    if SCATTER:
         try:
             from distributed import default_client
 
@@ -585,3 +292,136 @@ def _block(dosage, shared, **kw):
 
     with single_threaded():
         return kernels.scan_block(dosage, **shared, **kw)
+
+
+# --------------------------------------------------------------------------
+# the result Dataset
+# --------------------------------------------------------------------------
+def _dataset(ds, inputs: ScanInputs, strata, options: ScanOptions, array, keys) -> xr.Dataset:
+    """The lazy results as a Dataset over (variants, traits) (:mod:`dlmm.schema`)."""
+    data, columns = {}, {}
+    for i, key in enumerate(keys):
+        var = schema.variable(key)
+        col = array[:, :, i]
+        if var.dtype is not np.float64:
+            col = col.astype(var.dtype)
+        data[var.name] = (("variants", "traits"), col)
+        columns[var.name] = (i, var.dtype, col.name)
+    res = xr.Dataset(data, coords={"trait_id": ("traits", np.asarray(inputs.traits,
+                                                                     dtype=object))})
+    res = res.assign(variant_fields(ds)).assign(_null_variables(ds, inputs, strata, options))
+    if options.loco:
+        res = res.assign_coords(contig_id=("contigs", _strings(ds["contig_id"].values)))
+    res.attrs.update(_attrs(ds, inputs, strata, options))
+    # for writers (dlmm.results): every variable of a block from one task
+    res.encoding["dlmm_blocks"] = BlockColumns(array, columns)
+    return res
+
+
+def _strings(a) -> np.ndarray:
+    return np.asarray(a, dtype=object).astype(str).astype(object)
+
+
+def variant_fields(ds: xr.Dataset) -> dict:
+    """The variant fields of a result (:data:`dlmm.schema.VARIANT_FIELDS`) from the
+    genotypes: ids, contig index and name, position, the counted allele (allele1) and
+    the other (allele0); every one over ``variants`` alone."""
+    contig = np.asarray(ds["variant_contig"].values)
+    allele = _strings(ds["variant_allele"].values)
+    names = _strings(ds["contig_id"].values)
+    return {"variant_id": ("variants", _strings(ds["variant_id"].values)),
+            "variant_contig": ("variants", contig),
+            "variant_contig_name": ("variants", names[contig]),
+            "variant_position": ("variants", np.asarray(ds["variant_position"].values)),
+            "variant_allele1": ("variants", allele[:, 1]),
+            "variant_allele0": ("variants", allele[:, 0])}
+
+
+def _null_variables(ds, inputs: ScanInputs, strata, options: ScanOptions) -> dict:
+    """The null models' figures as variables over ``traits`` (and ``contigs`` for LOCO:
+    NaN for a contig with no variant)."""
+    t = len(inputs.traits)
+    n_contigs = ds.sizes.get("contigs", 1)
+    out = {}
+    for key, (name, dtype, per_contig, _) in schema.NULL_VARIABLES.items():
+        if key == "em_logl_null" and options.solver != "em":
+            continue
+        loco = options.loco and per_contig
+        shape = (t, n_contigs) if loco else (t,)
+        values = np.full(shape, np.nan if dtype is np.float64 else -1, dtype=dtype)
+        for st in strata:
+            for j, null in zip(st.traits, st.nulls):
+                v = _null_summary(null, options)[key]
+                if loco:
+                    values[j, st.contig] = v
+                else:
+                    values[j] = v
+        out[name] = (("traits", "contigs") if loco else ("traits",), values)
+    return out
+
+
+def _null_summary(null: NullModel, options: ScanOptions) -> dict:
+    summary = null.summary()
+    if options.solver == "em":
+        summary["em_logl_null"] = float(null.em.logl[0])
+    return summary
+
+
+def _attrs(ds, inputs: ScanInputs, strata, options: ScanOptions) -> dict:
+    """Run-level figures: the options that change results, the samples, the inputs."""
+    attrs = dict(options.result_options())
+    attrs.update(center=resolve_center(options, ds), n_samples_total=int(ds.sizes["samples"]),
+                 inputs_digest=_digest(inputs, strata), sample_notes=list(inputs.notes),
+                 source=str(ds.attrs.get("source", "")),
+                 kinship=inputs.sources["kinship"] if inputs.kinship is not None else
+                 ("GRM per chromosome (LOCO)" if options.loco else "GRM (gemma -gk 1)"))
+    used = {st.kinship_variants_used for st in strata} - {None}
+    if used:
+        attrs["kinship_variants_used"] = int(max(used))
+    return attrs
+
+
+def _digest(inputs: ScanInputs, strata) -> str:
+    """A hash of the per-sample inputs as analysed (the kinship's values too, unless it
+    came from a file, whose identity the pipeline records)."""
+    h = hashlib.blake2b(digest_size=20)
+    parts = [inputs.phenotypes, inputs.covariates, *[st.samples for st in strata]]
+    if inputs.kinship_variants is not None:
+        parts.append(inputs.kinship_variants)
+    if inputs.kinship is not None:
+        parts.append(inputs.kinship_pos)
+        if not Path(inputs.kinship.source).exists():
+            parts.append(inputs.kinship.values)
+    for p in parts:
+        h.update(np.ascontiguousarray(p).tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class BlockColumns:
+    """How a scan's result variables come from one (variants, traits, columns) array.
+
+    Each variable is a column of ``array``, whose variants chunks are the scan's
+    tasks, so a writer can compute a block as that one task (:meth:`blocks`) and
+    split it into the variables itself (:meth:`split`), not run a task per
+    variable and block.  ``columns``: name -> (column, dtype, the Dask name of
+    the variable as :func:`scan` made it).
+    """
+
+    array: object
+    columns: dict
+
+    def covers(self, res: xr.Dataset, names) -> bool:
+        """Whether ``res[names]`` are still the columns of ``array`` (not edited)."""
+        return all(v in self.columns and getattr(res[v].data, "name", None) ==
+                   self.columns[v][2] for v in names)
+
+    def blocks(self) -> list:
+        """``array``'s variants chunks as Dask delayed objects (one chunk across the
+        other axes)."""
+        parts = self.array.to_delayed(optimize_graph=False)
+        return list(parts.reshape(parts.shape[0]))
+
+    def split(self, block: np.ndarray, names) -> tuple[np.ndarray, ...]:
+        """The variables ``names`` of one computed block of ``array``."""
+        return tuple(block[:, :, self.columns[v][0]].astype(self.columns[v][1]) for v in names)

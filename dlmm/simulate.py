@@ -129,36 +129,33 @@ def _population_block(pop, fst, seed, block_info=None):
 
 
 def simulate_results(n_variants: int = 10_000, *, n_contigs: int = 5, n_hits: int = 5,
-                     n_traits: int | None = None, untested: float = 0.01,
-                     seed: int = 0):
-    """A result Dataset as :func:`dlmm.scan` makes, with p-values drawn, not fitted.
+                     n_traits: int = 1, untested: float = 0.01, seed: int = 0):
+    """A result Dataset laid out as :func:`dlmm.scan` makes it (:mod:`dlmm.schema`), with
+    p-values drawn, not fitted.
 
     For plotting and its benchmarks: p-values uniform (the null) except
     ``n_hits`` variants per trait at p = 1e-9 ... 1e-30 with their neighbours
     (a peak of 50 variants each); a fraction ``untested`` not tested (NaN).
-    Contigs have equal numbers of variants at increasing positions;
-    ``variant_contig`` indexes ``contig_id``.  With ``n_traits`` the result
-    variables are (variants, traits), with ``trait_id`` and per-trait null
-    figures as attribute lists.
+    Contigs have equal numbers of variants at increasing positions.
 
     Returns
     -------
-    xarray.Dataset over ``variants`` (and ``traits``).
+    xarray.Dataset over ``variants`` and ``traits`` (``trait_id`` trait1, ...), with
+    per-trait null figures.
     """
     import xarray as xr
 
+    from . import schema
+
     rng = np.random.default_rng(seed)
-    m = n_variants
-    shape = (m,) if n_traits is None else (m, n_traits)
-    p = rng.uniform(size=shape)
-    k = 1 if n_traits is None else n_traits
-    p2 = p.reshape(m, k)
+    m, k = n_variants, n_traits
+    p = rng.uniform(size=(m, k))
     for t in range(k):
         for i, j in enumerate(rng.choice(m, size=min(n_hits, m), replace=False)):
             lo, hi = max(j - 25, 0), min(j + 25, m)
             peak = 10.0 ** -(9 + 21 * i / max(n_hits - 1, 1))
             # neighbours: in LD with the hit, weaker the further away
-            p2[lo:hi, t] = peak ** (1.0 / (1.0 + np.abs(np.arange(lo, hi) - j)))
+            p[lo:hi, t] = peak ** (1.0 / (1.0 + np.abs(np.arange(lo, hi) - j)))
     tested = rng.uniform(size=m) >= untested
     p[~tested] = np.nan
     contig = np.repeat(np.arange(n_contigs), -(-m // n_contigs))[:m].astype(np.int32)
@@ -166,26 +163,27 @@ def simulate_results(n_variants: int = 10_000, *, n_contigs: int = 5, n_hits: in
     for c in range(n_contigs):
         sel = contig == c
         position[sel] = np.cumsum(rng.integers(1, 400, size=sel.sum()))
-    dims = ("variants",) if n_traits is None else ("variants", "traits")
-    beta = rng.normal(scale=0.1, size=shape)
+    beta = rng.normal(scale=0.1, size=(m, k))
     beta[np.isnan(p)] = np.nan
+    dims = ("variants", "traits")
+    names = np.array([str(c + 1) for c in range(n_contigs)], dtype=object)
     ds = xr.Dataset({
         "variant_lmm_p_value": (dims, p),
         "variant_lmm_beta": (dims, beta),
-        "variant_lmm_beta_se": (dims, np.full(shape, 0.1)),
-        "variant_lmm_tested": (("variants",), tested),
+        "variant_lmm_beta_se": (dims, np.full((m, k), 0.1)),
+        "variant_lmm_tested": (dims, np.repeat(tested[:, None], k, axis=1)),
         "variant_contig": (("variants",), contig),
+        "variant_contig_name": (("variants",), names[contig]),
         "variant_position": (("variants",), position),
         "variant_id": (("variants",), np.array([f"rs{j + 1}" for j in range(m)], dtype=object)),
-        "contig_id": (("contigs",), np.array([str(c + 1) for c in range(n_contigs)],
-                                             dtype=object)),
-    })
+    }, coords={"trait_id": ("traits", np.array([f"trait{t + 1}" for t in range(k)],
+                                                dtype=object))})
     null = {"vg_null": 1.0, "ve_null": 1.0, "pve_null": 0.5, "pve_se_null": 0.05,
-            "mle_sigma_sq_a_null": 0.98, "mle_sigma_sq_e_null": 1.01}
-    if n_traits is not None:
-        ds["trait_id"] = (("traits",), np.array([f"trait{t + 1}" for t in range(n_traits)],
-                                                dtype=object))
-        null = {k: [v * (1 + 0.1 * t) for t in range(n_traits)] for k, v in null.items()}
-    ds.attrs.update(null, n_analysed=500, n_samples_total=510, n_covariates=1,
-                    model="additive", solver="exact", source="simulated")
+            "mle_sigma_sq_a_null": 0.98, "mle_sigma_sq_e_null": 1.01, "n_analysed": 500,
+            "n_covariates": 1}
+    for key, v in null.items():
+        name, dtype = schema.NULL_VARIABLES[key][:2]
+        scale = 1.0 if dtype is np.int64 else 1 + 0.1 * np.arange(k)
+        ds[name] = ("traits", (np.full(k, v) * scale).astype(dtype))
+    ds.attrs.update(n_samples_total=510, model="additive", solver="exact", source="simulated")
     return ds

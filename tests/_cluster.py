@@ -30,12 +30,14 @@ def dlmm_cli(*args, prefix=(), **kw) -> subprocess.CompletedProcess:
 
 
 def blocks_done(zpath) -> int:
-    """How many blocks a result store being written has flagged done (0 if none yet)."""
+    """How many blocks a result store being written (``NAME.zarr.partial``) has flagged
+    done (0 if none yet)."""
     try:
         import numpy as np
         import zarr
 
-        return int(np.sum(zarr.open_group(str(zpath), mode="r")["block_done"][:]))
+        group = zarr.open_group(f"{zpath}.partial", mode="r")
+        return int(np.sum(group["blocks/done"][:]))
     except Exception:  # not created yet, or its metadata is being written
         return 0
 

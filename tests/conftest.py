@@ -26,6 +26,13 @@ def gemma_log(path) -> dict[str, str]:
     return vals
 
 
+def log_body(path) -> list[str]:
+    """A dlmm log's lines without those that differ between identical runs: the date,
+    the command line and the computation time."""
+    skip = ("## date = ", "## command line input = ", "## total computation time = ")
+    return [line for line in open(path).read().splitlines() if not line.startswith(skip)]
+
+
 def need_peer(what: str, ok: bool):
     """Skip when a reference tool is absent, but fail where CI promised it."""
     if ok:

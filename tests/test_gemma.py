@@ -47,7 +47,7 @@ def test_exact_lrt_matches_gemma_lmm2(mouse, tmp_path, kinship, rotation):
     ours, log = _dlmm_scan(mouse, tmp_path / "m", *extra, "--rotation-dtype", rotation)
     # the float32 rotation is said in the log and recorded in the store
     assert log.get("genotype rotation") == ("float32" if rotation == "float32" else None)
-    from dlmm.store import open_results
+    from dlmm.results import open_results
 
     assert open_results(tmp_path / "m.zarr").attrs["rotation_dtype"] == rotation
     gemma = pd.read_csv(mouse["assoc"], sep="\t")

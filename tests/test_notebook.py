@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import log_body
 
 NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "quickstart.ipynb"
 
@@ -31,13 +36,34 @@ def test_quickstart_notebook_runs(tmp_path):
                       for o in c.get("outputs", []))
            for i, c in enumerate(nb.cells) if c.cell_type == "code"}
     text = "\n".join(out.values())
-    assert "dashboard: http" in text
-    assert (tmp_path / "dlmm-quickstart" / "results.zarr").is_dir()
-    assert (tmp_path / "dlmm-quickstart" / "report.html").stat().st_size > 100_000
-    # the plots were displayed as Bokeh output
+    assert "dashboard: http://127.0.0.1:" in text
+    work = tmp_path / "dlmm-quickstart"
+    assert (work / "scan.zarr").is_dir() and (work / "scan.report.html").stat().st_size > 100_000
+    # the plots were displayed as Bokeh output, BokehJS inline (no CDN: offline)
     mimes = {k for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
              for k in o.get("data", {})}
     assert any("bokeh" in m or m == "text/html" for m in mimes), mimes
+    assert "cdn.bokeh.org" not in nbformat.writes(nb)
     # the demo's top hits include simulated causal variants (marked *)
     (cell,) = [c for c in nb.cells if "top_hits(results, 10)" in c.source]
     assert "*" in cell.outputs[0]["data"]["text/plain"]
+    # the command line on the same inputs writes the same files
+    r = subprocess.run([sys.executable, "-m", "dlmm.cli", "scan", "dlmm-quickstart/genotypes.zarr",
+                        "--out", "dlmm-quickstart/cli", "--no-dashboard"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (work / "cli.assoc.tsv").read_bytes() == (work / "scan.assoc.tsv").read_bytes()
+    assert log_body(work / "cli.log.txt") == log_body(work / "scan.log.txt")
+    assert _page(work / "cli.report.html") == _page(work / "scan.report.html")
+
+
+def _page(path) -> str:
+    """A report without what differs between two writings of the same results: Bokeh's
+    model and document ids, renamed in order of first appearance."""
+    text = path.read_text()
+    ids = set(re.findall(r'"id":"([^"]+)"', text))
+    uuid = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    pattern = re.compile("(?<=[\"'])(?:" + "|".join([uuid] + [re.escape(i) for i in sorted(
+        ids, key=len, reverse=True)]) + ")(?=[\"'])")
+    names: dict[str, str] = {}
+    return pattern.sub(lambda m: names.setdefault(m.group(0), f"ID{len(names)}"), text)

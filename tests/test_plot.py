@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dlmm import plot, report, store
+from dlmm import plot, report, results
 from dlmm.simulate import simulate_results
 
 hv = pytest.importorskip("holoviews")
@@ -91,10 +91,10 @@ def test_dynamic_manhattan_renders_with_bokeh(sim):
     assert any(type(t).__name__ == "HoverTool" for t in fig.tools)
 
 
-def test_string_contigs_in_order_of_appearance(sim):
-    names = np.asarray(sim["contig_id"].values)[sim["variant_contig"].values]
-    s = sim.assign(variant_contig=("variants", np.array(["chr" + c for c in names],
-                                                        dtype=object))).drop_vars("contig_id")
+def test_contig_names_in_the_genotypes_order(sim):
+    names = np.asarray(sim["variant_contig_name"].values)
+    s = sim.assign(variant_contig_name=("variants", np.array(["chr" + c for c in names],
+                                                             dtype=object)))
     frame, contigs = plot.manhattan_frame(s)
     ref, _ = plot.manhattan_frame(sim)
     assert list(contigs["chrom"]) == [f"chr{c}" for c in range(1, 8)]
@@ -137,7 +137,7 @@ def test_traits_one_panel_each(tmp_path):
     ds = simulate_results(5_000, n_traits=3, seed=2)
     m = plot.manhattan(ds, n_top=10)
     assert isinstance(m, hv.Layout) and len(m) == 3
-    tested = int(ds["variant_lmm_tested"].sum())
+    tested = int(ds["variant_lmm_tested"].isel(traits=0).sum())
     for t, panel in enumerate(m):
         assert panel.label.endswith(f"trait{t + 1}")
         imgs = _elements(panel, hv.Image, "Manhattan")
@@ -162,7 +162,7 @@ def test_report_and_png_of_a_real_scan(tmp_path):
     assert r.returncode == 0, r.stderr
     html_path = tmp_path / "d" / "demo.report.html"
     assert f"report: {html_path}" in r.stdout
-    res = store.open_results(tmp_path / "d" / "demo.zarr").load()
+    res = results.load_results(tmp_path / "d" / "demo.zarr")
     page = html_path.read_text()
     assert "cdn.bokeh.org" not in page and "<script src=" not in page  # all inline
     assert len(page) < 10_000_000
@@ -170,7 +170,7 @@ def test_report_and_png_of_a_real_scan(tmp_path):
     top = plot.top_hits(res, 10)
     assert top["id"].iloc[0] in page and f"{top['p'].iloc[0]:.3e}" in page
     assert f"{report.summary(res)['lambda_gc']:.4f}" in page
-    assert f"{res.attrs['pve_null']:.4g}" in page
+    assert f"{res['null_pve'].values.item():.4g}" in page
     # the Bokeh document carries the raster counts and the top hits
     arrays = _bokeh_arrays(page)
     rasters = [a for a in arrays if a.ndim == 2]
@@ -231,7 +231,7 @@ def test_scan_no_plot(tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["nothing.zarr"], "not a Zarr store"),
+    (["nothing.zarr"], "not a complete result store"),
     (["{store}", "--significance", "0"], "--significance"),
     (["{store}", "--significance", "holm"], "--significance"),
     (["{store}", "--top", "-1"], "--top"),
@@ -239,7 +239,8 @@ def test_scan_no_plot(tmp_path):
 ])
 def test_plot_bad_input(tmp_path, sim, args, needle):
     zs = tmp_path / "s.zarr"
-    sim.to_zarr(zs, zarr_format=store.ZARR_FORMAT, consolidated=True)
+    sim.assign_attrs(complete=True).to_zarr(zs, zarr_format=results.ZARR_FORMAT,
+                                            consolidated=True)
     args = [a.format(store=zs, tmp=tmp_path) for a in args]
     if "-o" not in args:
         args += ["-o", str(tmp_path / "r.html")]

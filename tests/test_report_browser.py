@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import need_peer
-from dlmm import plot, store
+from dlmm import plot, results
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -157,7 +157,7 @@ def test_report_renders_in_chromium(served_report, browser, tmp_path):
 
     # hovering the top hit shows its id and p-value
     hit = browser.execute_script(_TOP_HIT)
-    res = store.open_results(served_report["dir"] / "demo.zarr")
+    res = results.open_results(served_report["dir"] / "demo.zarr")
     top = plot.top_hits(res, 1)
     assert hit["id"] == top["id"].iloc[0] and hit["p"] == top["p"].iloc[0]
     browser.execute_cdp_cmd("Input.dispatchMouseEvent",

@@ -82,7 +82,7 @@ def test_text_columns_as_numpy_strings():
     values by Python's encoder, the same text; one that needs CSV quotes is quoted."""
     import pandas as pd
 
-    from dlmm import store
+    from dlmm import export
 
     ascii_ = np.array(["rs1", "", "chr10:12345_A_G", "x" * 30])
     other = np.array(["\u00df\u00e9", "a", "", "\u4e2d"])
@@ -91,7 +91,7 @@ def test_text_columns_as_numpy_strings():
         got = table.render([table.STR], [col], 4, lambda r: None)
         assert got == "".join(v + "\n" for v in col.tolist())
     cols = {"s": quoted, "t": other, "x": np.array([1.5, np.nan, 2.0, 0.1])}
-    assert store._format_columns(cols) == store.format_table(
+    assert export._format_columns(cols) == export.format_table(
         pd.DataFrame({k: v.astype(object) for k, v in cols.items()}).astype(
             {"x": np.float64}))
-    assert '"a""b"\t' in store._format_columns(cols)
+    assert '"a""b"\t' in export._format_columns(cols)

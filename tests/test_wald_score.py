@@ -124,11 +124,16 @@ def test_wald_se_is_the_reml_fit_se(small):
 
 
 def test_default_is_lrt_and_bad_test_is_a_clear_error(tmp_path):
-    from dlmm.scanner import parse_tests
+    from dlmm.errors import OptionError
+    from dlmm.options import ScanOptions
+    from dlmm.schema import parse_tests
+
     assert parse_tests("lrt") == ("lrt",)
     assert parse_tests("all") == ("lrt", "wald", "score")
     assert parse_tests("score,wald") == ("wald", "score")
+    assert parse_tests("ols,all") == ("lrt", "wald", "score", "ols")
+    assert ScanOptions().tests == ("lrt",)
     assert kernels.result_columns("additive") == kernels.result_columns("additive", ("lrt",))
-    from dlmm.errors import InputError
-    with pytest.raises(InputError, match="--test"):
-        parse_tests("wlad")
+    with pytest.raises(OptionError, match="unknown test wlad") as e:
+        ScanOptions(tests="wlad")
+    assert e.value.as_flag().startswith("--test: ")

@@ -1,0 +1,270 @@
+"""The result store: a Zarr store written block by block, restartable by design.
+
+Its life: :func:`initialise` lays out every variable (the variant fields and null-model
+figures written at once) under ``NAME.zarr.partial``; :func:`write_blocks` computes the
+scan's blocks and writes each as it finishes, flagging it in ``blocks/done``; a crash
+keeps every finished block, and a resume with the same fingerprint computes only the
+others; :func:`finalise` sets ``complete`` and renames the store to ``NAME.zarr``.
+The bookkeeping lives in the ``blocks`` subgroup, so ``xr.open_zarr`` sees only the
+results (dims ``variants``, ``traits``; ``contigs`` for LOCO's null figures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from . import outputs, schema
+from .errors import InputError
+
+__all__ = ["ResultStore", "write_results", "open_results", "load_results", "is_complete",
+           "check_complete_matches", "ZARR_FORMAT"]
+
+ZARR_FORMAT = 2  # as bio2zarr's VCF Zarr stores; opened by sgkit and xarray alike
+
+
+def _lazy_names(res: xr.Dataset) -> list[str]:
+    names = {v.name for v in schema.VARIABLES}
+    return [v for v in res.data_vars if v in names]
+
+
+@dataclass
+class ResultStore:
+    """A result store being written: ``path`` the final ``NAME.zarr``, ``tmp`` where it
+    is written, ``run`` this writer's number (0, then +1 per resume), ``done`` (blocks,)."""
+
+    path: Path
+    tmp: Path
+    run: int
+    done: np.ndarray
+
+    @staticmethod
+    def fingerprint_of(res: xr.Dataset, extra: dict | None = None) -> str:
+        """What must match for a resume to reuse blocks: the options and inputs in
+        ``res.attrs`` (and ``extra``), the variables and the blocks' layout."""
+        fp = {k: res.attrs.get(k) for k in sorted(res.attrs)
+              if k not in ("sample_notes", "provenance")}
+        fp.update(extra or {})
+        fp["variables"] = _lazy_names(res)
+        fp["chunks"] = list(res["variant_lmm_tested"].chunks[0])
+        return json.dumps(fp, sort_keys=True, default=str)
+
+    @classmethod
+    def initialise(cls, res: xr.Dataset, path, fingerprint: str) -> "ResultStore":
+        """Lay out a new store for the lazy result ``res`` under ``NAME.zarr.partial``."""
+        import dask.array as da
+        import zarr
+
+        path = Path(path)
+        tmp = outputs.partial_path(path)
+        outputs.remove(tmp)
+        lazy = _lazy_names(res)
+        chunks = res["variant_lmm_tested"].chunks[0]
+        side = int(max(chunks)) if chunks else 1
+        template = res[lazy].copy()
+        # Zarr chunks are regular, the blocks need not be (LOCO splits them at contigs):
+        # blocks are written one after another, so a chunk shared by two is safe
+        for v in lazy:
+            template[v] = template[v].copy(data=da.zeros(template[v].shape, dtype=template[
+                v].dtype, chunks=(side,) + template[v].shape[1:]))
+        encoding = {v: {"chunks": (side,) + res[v].shape[1:]} for v in lazy}
+        template.attrs = {}
+        template.to_zarr(tmp, mode="w", compute=False, zarr_format=ZARR_FORMAT,
+                         consolidated=False, encoding=encoding)
+        fields = res.drop_vars(lazy)
+        fields.attrs = {}
+        fields.to_zarr(tmp, mode="a", zarr_format=ZARR_FORMAT, consolidated=False)
+        group = zarr.open_group(str(tmp), mode="r+")
+        n = len(chunks)
+        blocks = group.create_group("blocks")
+        blocks.create_array("done", shape=(n,), chunks=(1,), dtype=bool, fill_value=False)
+        blocks.create_array("run", shape=(n,), chunks=(1,), dtype=np.int32, fill_value=-1)
+        group.attrs.update(_json_attrs(res.attrs))
+        group.attrs.update(dlmm_fingerprint=fingerprint, complete=False)
+        return cls(path, tmp, 0, np.zeros(n, dtype=bool))
+
+    @classmethod
+    def reopen(cls, path, fingerprint: str) -> "ResultStore":
+        """The interrupted store of ``path`` (``NAME.zarr.partial``), to finish it."""
+        import zarr
+
+        path = Path(path)
+        tmp = outputs.partial_path(path)
+        if not tmp.is_dir():
+            what = "is complete" if is_complete(path) else "has no interrupted scan"
+            raise InputError(path, f"nothing to resume: {path.name} {what}",
+                             "run without --resume (with --overwrite to replace it)")
+        try:
+            group = zarr.open_group(str(tmp), mode="r+")
+            old = group.attrs.get("dlmm_fingerprint")
+            done, run = group["blocks/done"][:], group["blocks/run"][:]
+        except Exception as e:  # a store broken by a crash while laid out
+            raise InputError(tmp, f"the interrupted store cannot be read ({type(e).__name__})",
+                             "start again with --overwrite") from None
+        _same_fingerprint(path, old, fingerprint)
+        return cls(path, tmp, int(run.max(initial=-1)) + 1, done.astype(bool))
+
+    def write_blocks(self, res: xr.Dataset, client=None, on_block=None) -> None:
+        """Compute the blocks not done and write each as it finishes (see the module)."""
+        import zarr
+
+        lazy = _lazy_names(res)
+        todo = [i for i in range(len(self.done)) if not self.done[i]]
+        bounds = np.concatenate([[0], np.cumsum(res["variant_lmm_tested"].chunks[0])])
+        blocks, unpack = _block_tasks(res, lazy, todo)
+        group = zarr.open_group(str(self.tmp), mode="r+")
+        arrays = {v: group[v] for v in lazy}
+        done_arr, run_arr = group["blocks/done"], group["blocks/run"]
+
+        def write(i, values):
+            rows = slice(int(bounds[i]), int(bounds[i + 1]))
+            for v, val in zip(lazy, unpack(values)):
+                arrays[v][rows] = val
+            run_arr[i] = self.run
+            done_arr[i] = True
+            self.done[i] = True
+            if on_block is not None:
+                on_block(int(self.done.sum()) - (len(self.done) - len(todo)), len(todo))
+
+        for i, values in _computed(blocks, client):
+            write(i, values)
+
+    def finalise(self) -> Path:
+        """Flag the store complete and rename it into place."""
+        import zarr
+
+        if not self.done.all():
+            raise RuntimeError("finalise() before every block is written")
+        group = zarr.open_group(str(self.tmp), mode="r+")
+        group.attrs["complete"] = True
+        zarr.consolidate_metadata(str(self.tmp))
+        return outputs.replace_dir(self.tmp, self.path)
+
+
+def _same_fingerprint(path, old: str | None, new: str) -> None:
+    if old != new:
+        raise InputError(path, "cannot resume: " + _what_changed(old, new),
+                         "rerun with the same inputs and options, or start again with "
+                         "--overwrite")
+
+
+def check_complete_matches(path, fingerprint: str) -> None:
+    """A complete store made with ``fingerprint`` (else an InputError saying what
+    changed): its results can be reused."""
+    import zarr
+
+    _same_fingerprint(path, zarr.open_group(str(path), mode="r").attrs.get(
+        "dlmm_fingerprint"), fingerprint)
+
+
+def _json_attrs(attrs: dict) -> dict:
+    """Attributes as Zarr stores them (JSON): numpy scalars as Python ones."""
+    return json.loads(json.dumps(attrs, default=lambda v: v.item() if hasattr(v, "item")
+                                 else str(v)))
+
+
+def _what_changed(old: str | None, new: str) -> str:
+    """Which recorded options or inputs differ between two fingerprints."""
+    try:
+        a, b = json.loads(old), json.loads(new)
+    except (TypeError, ValueError):
+        return "the store was made by another dlmm version"
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    names = {"chunks": "chunk size", "inputs_digest": "phenotype, covariate or kinship "
+             "values", "variables": "tests or model"}
+    return "changed since the interrupted run: " + ", ".join(names.get(k, k) for k in keys)
+
+
+def _block_tasks(res: xr.Dataset, lazy: list[str], todo: list[int]):
+    """One Dask task per block to compute (the scan's own, split on the client), and the
+    function that splits a computed block into the variables."""
+    import dask
+
+    stacked = res.encoding.get("dlmm_blocks")
+    if stacked is not None and stacked.covers(res, lazy):
+        parts = stacked.blocks()
+        return {i: parts[i] for i in todo}, lambda values: stacked.split(values, lazy)
+    blocks = {i: dask.delayed(tuple)([res[v].data.blocks[i] for v in lazy]) for i in todo}
+    return blocks, lambda values: values
+
+
+def _computed(blocks: dict, client):
+    """``(block, values)`` as blocks finish: on ``client`` (default: the current
+    distributed client) all submitted at once, else one after another."""
+    import dask
+
+    if client is None:
+        try:
+            from distributed import default_client
+
+            client = default_client()
+        except (ImportError, ValueError):
+            client = None
+    if client is None:
+        for i, blk in blocks.items():
+            yield i, dask.compute(blk)[0]
+        return
+    from distributed import as_completed
+
+    futures = dict(zip(client.compute(list(blocks.values())), blocks))
+    for fut, values in as_completed(futures, with_results=True):
+        yield futures[fut], values
+
+
+def write_results(res: xr.Dataset, path: str | os.PathLike, *, resume: bool = False,
+                  overwrite: bool = False, client=None, on_block=None,
+                  fingerprint: str | None = None) -> Path:
+    """Compute a lazy result (:func:`dlmm.scan`) into the store ``path`` (see the module).
+
+    ``resume``: finish the interrupted store of ``path`` made with the same fingerprint
+    (default :meth:`ResultStore.fingerprint_of`); otherwise an existing ``path`` is
+    replaced only with ``overwrite`` (once the new store is complete).  ``client``: a
+    distributed Client (default the current one, else the threaded scheduler).
+    ``on_block(n_written, n_todo)`` is called after each block.  Returns ``path``.
+    """
+    path = Path(path)
+    fingerprint = fingerprint or ResultStore.fingerprint_of(res)
+    if resume:
+        store = ResultStore.reopen(path, fingerprint)
+    else:
+        outputs.check_new([path], overwrite, dirs=(path,))
+        store = ResultStore.initialise(res, path, fingerprint)
+    store.write_blocks(res, client=client, on_block=on_block)
+    return store.finalise()
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a result store whose every block is written."""
+    import zarr
+
+    try:
+        return bool(zarr.open_group(str(path), mode="r").attrs.get("complete", False))
+    except Exception:
+        return False
+
+
+def open_results(path: str | os.PathLike) -> xr.Dataset:
+    """A complete result store, lazily (Dask arrays)."""
+    _check_complete(path)
+    return xr.open_zarr(path, consolidated=True)
+
+
+def load_results(path: str | os.PathLike) -> xr.Dataset:
+    """A complete result store read into memory (one read per variable, no Dask task
+    per Zarr chunk)."""
+    _check_complete(path)
+    return xr.open_zarr(path, consolidated=True, chunks=None).load()
+
+
+def _check_complete(path) -> None:
+    if not is_complete(path):
+        partial = outputs.partial_path(path).exists()
+        raise InputError(path, "not a complete result store of dlmm scan" + (
+            " (an interrupted scan is in .partial)" if partial else ""),
+            "finish it with dlmm scan ... --resume" if partial else
+            "give the PREFIX.zarr that dlmm scan wrote")
