@@ -77,8 +77,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="maximum missing rate of a variant (0.05)")
     s.add_argument("--chunk-size", type=int, default=10_000,
                    help="most variants per task (evened out across tasks); 10000")
-    s.add_argument("--scheduler", help="address of a running Dask scheduler "
-                   "(default: a local cluster on this machine)")
     s.add_argument("--out", "-o", required=True,
                    help="output prefix: writes PREFIX.zarr, PREFIX.assoc.tsv, PREFIX.log.txt "
                    "and PREFIX.report.html")
@@ -87,9 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="finish an interrupted scan: compute only blocks not in PREFIX.zarr")
     s.add_argument("--no-plot", dest="plot", action="store_false",
                    help="do not write the report PREFIX.report.html")
-    s.add_argument("--no-dashboard", dest="dashboard", action="store_false",
-                   help="start the local cluster without the Dask dashboard (its Bokeh "
-                   "server takes ~0.5 s to start)")
+    _add_cluster_options(s)
 
     k = sub.add_parser("grm", help="compute the genomic relatedness matrix (GEMMA -gk 1/-gk 2)",
                        description="Accumulate the GRM over chunks of variants with Dask (the "
@@ -115,9 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--max-missing", type=float, default=0.05,
                    help="maximum missing rate of a variant (0.05)")
     k.add_argument("--chunk-size", type=int, default=10_000, help="variants per task")
-    k.add_argument("--scheduler", help="address of a running Dask scheduler "
-                   "(default: a local cluster on this machine)")
     k.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _add_cluster_options(k)
 
     c = sub.add_parser("convert", help="write PLINK or text genotypes to a VCF Zarr store",
                        description="Stream genotypes into a VCF Zarr store (call_genotype "
@@ -134,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=1)
     d.add_argument("--families", type=int, default=150)
     d.add_argument("--variants", type=int, default=20_000)
-    d.add_argument("--scheduler", help="address of a running Dask scheduler")
+    _add_cluster_options(d)
 
     pl = sub.add_parser("plot", help="Manhattan and QQ plots of a scan: an HTML report",
                         description="Write a self-contained HTML page (opens offline) with "
@@ -150,6 +145,36 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_cluster_options(p: argparse.ArgumentParser) -> None:
+    """The options of the Dask cluster a command runs on (see :mod:`dlmm.cluster`)."""
+    g = p.add_argument_group("cluster")
+    g.add_argument("--scheduler", help="address of a running Dask scheduler, tcp://HOST:PORT "
+                   "or tls://HOST:PORT (default: DASK_SCHEDULER_ADDRESS if set, else a "
+                   "local cluster on this machine)")
+    g.add_argument("--threads", type=int, help="local cluster: threads in all (default: "
+                   "one per core)")
+    g.add_argument("--workers", type=int, help="local cluster: workers (default 1, in this "
+                   "process; more are processes sharing --threads and --memory-limit)")
+    g.add_argument("--memory-limit", help="local cluster: memory in all, e.g. 8GiB "
+                   "(default: all of this machine's)")
+    g.add_argument("--dashboard-address", metavar="HOST:PORT", help="local cluster: where "
+                   "the Dask dashboard listens (default 127.0.0.1, a free port; "
+                   "0.0.0.0:PORT opens it to the network)")
+    g.add_argument("--no-dashboard", dest="dashboard", action="store_false",
+                   help="local cluster: no Dask dashboard, no HTTP server at all (the "
+                   "dashboard's Bokeh server takes ~0.5 s to start)")
+
+
+def _cluster_options(args: argparse.Namespace) -> dict:
+    """The local cluster's sizing options of a command, checked (InputError if bad)."""
+    from .cluster import check_options
+
+    opts = {"threads": args.threads, "workers": args.workers,
+            "memory_limit": args.memory_limit, "dashboard_address": args.dashboard_address}
+    check_options(args.scheduler, dashboard=args.dashboard, **opts)
+    return opts
+
+
 class _QuietInputErrors(logging.Filter):
     """A task that raised InputError (e.g. a corrupt store chunk) is reported once,
     as the command's one-line error: drop the local worker's log of it."""
@@ -162,29 +187,14 @@ class _QuietInputErrors(logging.Filter):
 
 
 @contextlib.contextmanager
-def _client(address: str | None, dashboard: bool = True):
-    """The Dask client of a command: the given scheduler, or a local cluster (with
-    its dashboard on a free port unless ``dashboard`` is False).
+def _client(address: str | None, dashboard: bool = True, **sizing):
+    """The Dask client of a command: :func:`dlmm.cluster.client_for`.
 
     Yields ``(client, description)``: what the cluster is, for the log."""
-    from distributed import Client, LocalCluster
+    from .cluster import client_for
 
-    if address:
-        with Client(address) as client:
-            yield client, f"scheduler {address}"
-        return
-    from dask.system import CPU_COUNT
-    from distributed.system import MEMORY_LIMIT
-
-    # Sized to the machine (cgroup limits included): one worker in this process with a
-    # thread per core and all the memory. The kernels spend their time in numpy/BLAS,
-    # which release the GIL, so threads share U without copies or serialisation.
-    with LocalCluster(n_workers=1, threads_per_worker=CPU_COUNT, processes=False,
-                      memory_limit=MEMORY_LIMIT,
-                      dashboard_address=":0" if dashboard else None,
-                      silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
-        yield client, (f"local cluster: 1 worker, {CPU_COUNT} threads, "
-                       f"{MEMORY_LIMIT / 2**30:.1f} GiB")
+    with client_for(address, dashboard=dashboard, **sizing) as pair:
+        yield pair
 
 
 class _Progress:
@@ -366,7 +376,7 @@ def _skipped_line(res, maf: float, max_missing: float) -> str | None:
 def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
              scheduler: str | None = None, kinship=None, covariates=None, sources=None,
              source: str = "", plot: bool = True, dashboard: bool = True,
-             **options) -> tuple[Path, object]:
+             cluster_options: dict | None = None, **options) -> tuple[Path, object]:
     """Driver shared by ``dlmm scan`` and ``dlmm demo``.
 
     Fits the null model, computes the variant chunks as Dask tasks, writes each
@@ -416,8 +426,8 @@ def run_scan(ds, y, *, out: str, overwrite: bool = False, resume: bool = False,
                                        "em_max_iter") if k in options}, **(sources or {}))
     t0 = time.perf_counter()
     m = ds.sizes["variants"]
-    with _client(scheduler, dashboard) as (client, cluster):
-        link = client.dashboard_link if (dashboard or scheduler) else "off"
+    with _client(scheduler, dashboard, **(cluster_options or {})) as (client, cluster):
+        link = client.dashboard_link or "off"
         print(f"dask dashboard: {link} ({cluster})", file=sys.stderr)
         res = scan_mod.scan(ds, y, kinship=kinship, covariates=covariates, **options,
                             **(sources or {}))
@@ -491,6 +501,7 @@ def _scan(args) -> int:
              kinship_variants=getattr(args, "kinship_index", None),
              kinship_rank=args.kinship_rank, rotation_dtype=args.rotation_dtype,
              plot=args.plot, dashboard=args.dashboard,
+             cluster_options=_cluster_options(args),
              sources={"phenotype_source": ysrc,
                       "kinship_source": args.kinship or args.kinship_variants or "kinship",
                       "covariate_source": args.covar or "covariates"})
@@ -531,8 +542,8 @@ def _grm(args) -> int:
                          "covariates", "check the phenotype column (--pheno-col) and --covar")
     W = np.ones((int(samples.sum()), 1)) if W is None else W[samples]
     t0 = time.perf_counter()
-    with _client(args.scheduler) as (client, cluster):
-        print(f"dask dashboard: {client.dashboard_link} ({cluster})", file=sys.stderr)
+    with _client(args.scheduler, args.dashboard, **_cluster_options(args)) as (client, cluster):
+        print(f"dask dashboard: {client.dashboard_link or 'off'} ({cluster})", file=sys.stderr)
         K = grm(ds, samples, W, standardise=args.standardise, maf=args.maf,
                 max_missing=args.max_missing).compute()
     store.write_kinship_zarr(K, zpath, overwrite=args.overwrite)
@@ -575,7 +586,8 @@ def _demo(args) -> int:
     from .demo import run_demo
 
     run_demo(args.out, seed=args.seed, n_families=args.families, n_variants=args.variants,
-             scheduler=args.scheduler)
+             scheduler=args.scheduler, dashboard=args.dashboard,
+             cluster_options=_cluster_options(args))
     return 0
 
 
@@ -669,6 +681,8 @@ def main(argv: list[str] | None = None, *, args: argparse.Namespace | None = Non
     if not any(isinstance(f, _QuietInputErrors) for f in worker_log.filters):
         worker_log.addFilter(_QuietInputErrors())
     try:
+        if hasattr(args, "dashboard_address"):
+            _cluster_options(args)  # checked before any input is read
         return {"scan": _scan, "demo": _demo, "convert": _convert,
                 "grm": _grm, "plot": _plot}[args.command](args)
     except InputError as e:

@@ -46,8 +46,11 @@ def write_demo_plink(prefix: str | Path, *, seed: int = 1, n_families: int = 150
 
 
 def run_demo(out: str | Path = "dlmm-demo", *, seed: int = 1, n_families: int = 150,
-             n_variants: int = 20_000, scheduler: str | None = None):
-    """Simulate, write PLINK files to ``out/``, scan with the GRM, print the top hits."""
+             n_variants: int = 20_000, scheduler: str | None = None, dashboard: bool = True,
+             cluster_options: dict | None = None):
+    """Simulate, write PLINK files to ``out/``, scan with the GRM, print the top hits
+    (on ``scheduler``, or a local cluster sized by ``cluster_options``: see
+    :func:`dlmm.cluster.client_for`)."""
     from . import io
     from .cli import run_scan
 
@@ -60,6 +63,7 @@ def run_demo(out: str | Path = "dlmm-demo", *, seed: int = 1, n_families: int = 
     print(f"simulated {y.size} samples in {n_families} families x {n_variants} variants: "
           f"{prefix}.bed/.bim/.fam")
     tsv, res = run_scan(ds, y, out=str(out / "demo"), overwrite=True, scheduler=scheduler,
+                        dashboard=dashboard, cluster_options=cluster_options,
                         sources={"phenotype_source": f"{prefix}.fam"})
     from .store import to_gemma_table
 
