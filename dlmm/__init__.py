@@ -88,7 +88,7 @@ _WHERE = {
 
 
 #: submodules that are part of the API (HoloViews and Bokeh load on first use)
-_MODULES = {"plot", "report"}
+_MODULES = {"cluster", "plot", "report"}
 
 
 def __getattr__(name: str):

@@ -81,10 +81,33 @@ def _filters(p) -> None:
 
 
 def _cluster(p) -> None:
-    p.add_argument("--scheduler", help="address of a running Dask scheduler "
-                   "(default: a local cluster on this machine)")
-    p.add_argument("--no-dashboard", dest="dashboard", action="store_false",
-                   help="start the local cluster without the Dask dashboard")
+    """The options of the Dask cluster a command runs on (see :mod:`dlmm.cluster`)."""
+    g = p.add_argument_group("cluster")
+    g.add_argument("--scheduler", help="address of a running Dask scheduler, tcp://HOST:PORT "
+                   "or tls://HOST:PORT (default: DASK_SCHEDULER_ADDRESS if set, else a "
+                   "local cluster on this machine)")
+    g.add_argument("--threads", type=int, help="local cluster: threads in all (default: "
+                   "one per core)")
+    g.add_argument("--workers", type=int, help="local cluster: workers (default 1, in this "
+                   "process; more are processes sharing --threads and --memory-limit)")
+    g.add_argument("--memory-limit", help="local cluster: memory in all, e.g. 8GiB "
+                   "(default: all of this machine's)")
+    g.add_argument("--dashboard-address", metavar="HOST:PORT", help="local cluster: where "
+                   "the Dask dashboard listens (default 127.0.0.1, a free port; "
+                   "0.0.0.0:PORT opens it to the network)")
+    g.add_argument("--no-dashboard", dest="dashboard", action="store_false",
+                   help="local cluster: no Dask dashboard, no HTTP server at all")
+
+
+def _cluster_options(args) -> dict:
+    """The command's cluster options, checked (an InputError naming the bad one)."""
+    import dlmm
+
+    opts = {"threads": args.threads, "workers": args.workers,
+            "memory_limit": args.memory_limit, "dashboard_address": args.dashboard_address,
+            "dashboard": args.dashboard}
+    dlmm.cluster.check_options(args.scheduler, **opts)
+    return opts
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -169,9 +192,8 @@ def _cluster_of(args):
 
     @contextlib.contextmanager
     def client():
-        with dlmm.client_for(args.scheduler, dashboard=args.dashboard) as (c, what):
-            link = c.dashboard_link if (args.dashboard or args.scheduler) else "off"
-            print(f"dask dashboard: {link} ({what})", file=sys.stderr)
+        with dlmm.client_for(args.scheduler, **_cluster_options(args)) as (c, what):
+            print(f"dask dashboard: {c.dashboard_link or 'off'} ({what})", file=sys.stderr)
             yield c
     return client()
 
@@ -303,6 +325,8 @@ def main(argv: list[str] | None = None, *, args: argparse.Namespace | None = Non
 
     _quiet_logs()
     try:
+        if hasattr(args, "dashboard"):
+            _cluster_options(args)  # bad cluster options fail before any input is read
         return {"scan": _scan, "demo": _demo, "convert": _convert, "grm": _grm,
                 "plot": _plot}[args.command](args)
     except dlmm.OptionError as e:
