@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import xarray as xr
 
 from . import export, gemma_log, outputs, provenance, results, scanner
-from .errors import InputError, OptionError
+from .errors import DlmmWarning, InputError, OptionError
 from .formats import open_genotypes
 from .inputs import ScanInputs, prepare_inputs
 from .options import ScanOptions
@@ -98,8 +99,11 @@ def plan(genotypes, phenotypes=None, *, out: str | os.PathLike, traits=None,
     if overwrite and resume:
         raise OptionError("resume", "--resume and --overwrite contradict each other",
                           "give one of them")
-    if options.plot:
-        _need_plotting()
+    if options.plot and not plotting_installed():
+        warnings.warn("the report is skipped: its plotting packages are not installed "
+                      "(pip install 'dlmm[plot]', or pass --no-plot)", DlmmWarning,
+                      stacklevel=2)
+        options = options.replace(plot=False)
     ds = genotypes if isinstance(genotypes, xr.Dataset) else open_genotypes(
         genotypes, chunk_size=chunk_size or options.chunk_size)
     inputs = prepare_inputs(ds, phenotypes, traits=traits, covariates=covariates,
@@ -124,14 +128,12 @@ def _path(obj):
     return obj if isinstance(obj, (str, os.PathLike)) else None
 
 
-def _need_plotting() -> None:
+def plotting_installed() -> bool:
+    """Whether the report's packages (the ``plot`` extra) are installed."""
     import importlib.util
 
-    missing = [m for m in ("holoviews", "bokeh", "datashader")
-               if importlib.util.find_spec(m) is None]
-    if missing:
-        raise OptionError("plot", f"the report needs {', '.join(missing)}, not installed",
-                          "pip install 'dlmm[plot]', or pass --no-plot")
+    return all(importlib.util.find_spec(m) is not None
+               for m in ("holoviews", "bokeh", "datashader", "matplotlib"))
 
 
 def check_outputs(paths: Outputs, overwrite: bool, resume: bool) -> None:
@@ -195,11 +197,11 @@ def execute(plan: RunPlan, *, client=None, echo=None, on_block=None) -> RunResul
             results.check_complete_matches(store, fingerprint)
             if all(p.exists() for p in plan.outputs.files()):
                 echo(f"the scan is complete: {store} and its outputs exist (nothing to do)")
-                return RunResult(plan.outputs, results.load_results(store), 0.0)
+                return RunResult(plan.outputs, results.load_results(store, index=False), 0.0)
         else:
             results.write_results(lazy, store, resume=plan.resume, overwrite=plan.overwrite,
                                   client=client, on_block=on_block, fingerprint=fingerprint)
-        res = results.load_results(store)
+        res = results.load_results(store, index=False)
         minutes = (time.perf_counter() - t0) / 60
         for i, trait in enumerate(plan.inputs.traits):
             _write_trait(res, i, trait, plan, minutes, echo)
@@ -207,7 +209,7 @@ def execute(plan: RunPlan, *, client=None, echo=None, on_block=None) -> RunResul
             from .report import write_report
 
             echo(f"report: {write_report(res, plan.outputs.report)}")
-    return RunResult(plan.outputs, res, minutes)
+    return RunResult(plan.outputs, results.index_variants(res), minutes)
 
 
 def _write_trait(res: xr.Dataset, i: int, trait: str, plan: RunPlan, minutes: float,

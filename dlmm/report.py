@@ -222,7 +222,11 @@ def write_plots(results: str | os.PathLike, html_path: str | os.PathLike, *,
     existing file without ``overwrite``, nor writing onto the store's own files)."""
     from . import results as results_mod
     from .errors import InputError, OptionError
+    from .pipeline import plotting_installed
 
+    if not plotting_installed():
+        raise OptionError("plot", "the report's plotting packages are not installed",
+                          "pip install 'dlmm[plot]'")
     if isinstance(significance, str) and significance.lower() != "bonferroni":
         try:
             significance = float(significance)

@@ -22,8 +22,8 @@ import xarray as xr
 from . import outputs, schema
 from .errors import InputError
 
-__all__ = ["ResultStore", "write_results", "open_results", "load_results", "is_complete",
-           "check_complete_matches", "ZARR_FORMAT"]
+__all__ = ["ResultStore", "write_results", "open_results", "load_results", "index_variants",
+           "is_complete", "check_complete_matches", "ZARR_FORMAT"]
 
 ZARR_FORMAT = 2  # as bio2zarr's VCF Zarr stores; opened by sgkit and xarray alike
 
@@ -248,17 +248,27 @@ def is_complete(path: str | os.PathLike) -> bool:
         return False
 
 
-def open_results(path: str | os.PathLike) -> xr.Dataset:
-    """A complete result store, lazily (Dask arrays)."""
+def open_results(path: str | os.PathLike, *, index: bool = True) -> xr.Dataset:
+    """A complete result store, lazily (Dask arrays); see :func:`load_results`."""
     _check_complete(path)
-    return xr.open_zarr(path, consolidated=True)
+    res = xr.open_zarr(path, consolidated=True)
+    return index_variants(res) if index else res
 
 
-def load_results(path: str | os.PathLike) -> xr.Dataset:
-    """A complete result store read into memory (one read per variable, no Dask task
-    per Zarr chunk)."""
+def load_results(path: str | os.PathLike, *, index: bool = True) -> xr.Dataset:
+    """A complete result store read into memory (one read per variable, no Dask task per
+    Zarr chunk).  ``index``: ``variants`` indexed by chromosome and position
+    (:func:`index_variants`)."""
     _check_complete(path)
-    return xr.open_zarr(path, consolidated=True, chunks=None).load()
+    res = xr.open_zarr(path, consolidated=True, chunks=None).load()
+    return index_variants(res) if index else res
+
+
+def index_variants(res: xr.Dataset) -> xr.Dataset:
+    """``variants`` indexed by (``variant_contig_name``, ``variant_position``), so that
+    ``res.sel(variant_contig_name="2")`` or ``res.sel(variants=("2", 1234567))`` select
+    by chromosome and position."""
+    return res.set_index(variants=["variant_contig_name", "variant_position"])
 
 
 def _check_complete(path) -> None:

@@ -309,7 +309,8 @@ def _dataset(ds, inputs: ScanInputs, strata, options: ScanOptions, array, keys) 
         columns[var.name] = (i, var.dtype, col.name)
     res = xr.Dataset(data, coords={"trait_id": ("traits", np.asarray(inputs.traits,
                                                                      dtype=object))})
-    res = res.assign(variant_fields(ds)).assign(_null_variables(ds, inputs, strata, options))
+    res = res.assign_coords(variant_fields(ds)).assign(_null_variables(ds, inputs, strata,
+                                                                       options))
     if options.loco:
         res = res.assign_coords(contig_id=("contigs", _strings(ds["contig_id"].values)))
     res.attrs.update(_attrs(ds, inputs, strata, options))
