@@ -223,7 +223,7 @@ def _scan(args) -> int:
     plan = dlmm.plan(args.genotypes, args.pheno, traits=_traits(args), covariates=args.covar,
                      covariate_columns=args.covar_name, kinship=args.kinship, options=options,
                      out=args.out, overwrite=args.overwrite, resume=args.resume,
-                     command=["dlmm", *sys.argv[1:]])
+                     command=["dlmm", *sys.argv[1:]], echo=print)
     with _cluster_of(args) as client:
         dlmm.execute(plan, client=client, echo=print, on_block=_Progress())
     return 0

@@ -91,8 +91,9 @@ class RunResult:
 
 def plan(genotypes, phenotypes=None, *, out: str | os.PathLike, traits=None,
          covariates=None, covariate_columns=None, kinship=None,
-         options: ScanOptions | None = None, overwrite: bool = False, resume: bool = False,
-         chunk_size: int | None = None, command: list[str] | None = None) -> RunPlan:
+          options: ScanOptions | None = None, overwrite: bool = False, resume: bool = False,
+         chunk_size: int | None = None, command: list[str] | None = None,
+         echo=None) -> RunPlan:
     """Read and check everything a run needs, write nothing (see :func:`run`); with a
     given kinship, also its eigendecomposition and the null fits (no genotype is read)."""
     options = options or ScanOptions()
@@ -119,8 +120,8 @@ def plan(genotypes, phenotypes=None, *, out: str | os.PathLike, traits=None,
                   for role, ident in prov["inputs"].items()}
     # a given kinship needs no pass over the genotypes: its eigendecomposition (which
     # checks it positive semi-definite) and the null fits run here, before any cluster
-    strata = (scanner.setup(ds, inputs, options) if inputs.kinship is not None and not
-              resume else None)
+    strata = (scanner.setup(ds, inputs, options, echo=echo) if inputs.kinship is not None
+              and not resume else None)
     return RunPlan(ds, inputs, options, paths, overwrite, resume, prov, identities, strata)
 
 
@@ -174,7 +175,7 @@ def run(genotypes, phenotypes=None, *, out: str | os.PathLike, traits=None,
     """
     p = plan(genotypes, phenotypes, out=out, traits=traits, covariates=covariates,
              covariate_columns=covariate_columns, kinship=kinship, options=options,
-             overwrite=overwrite, resume=resume, chunk_size=chunk_size)
+             overwrite=overwrite, resume=resume, chunk_size=chunk_size, echo=echo)
     return execute(p, client=client, echo=echo, on_block=on_block)
 
 
@@ -183,7 +184,8 @@ def execute(plan: RunPlan, *, client=None, echo=None, on_block=None) -> RunResul
     echo = echo or (lambda line: None)
     t0 = time.perf_counter()
     with outputs.lock(plan.outputs.prefix):
-        strata = plan.strata or scanner.setup(plan.genotypes, plan.inputs, plan.options)
+        strata = plan.strata or scanner.setup(plan.genotypes, plan.inputs, plan.options,
+                                              echo=echo)
         lazy = scanner.scan_inputs(plan.genotypes, plan.inputs, plan.options, strata)
         lazy.attrs["provenance"] = plan.provenance
         for i in range(lazy.sizes["traits"]):

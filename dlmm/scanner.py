@@ -103,44 +103,78 @@ def scan_inputs(ds: xr.Dataset, inputs: ScanInputs, options: ScanOptions,
 # --------------------------------------------------------------------------
 # set-up: kinship, eigendecomposition, null fits per stratum
 # --------------------------------------------------------------------------
-def setup(ds: xr.Dataset, inputs: ScanInputs, options: ScanOptions) -> list[Stratum]:
-    """The strata of a scan, each with its eigendecomposition and null fits."""
+def setup(ds: xr.Dataset, inputs: ScanInputs, options: ScanOptions,
+          echo=None) -> list[Stratum]:
+    """The strata of a scan, each with its eigendecomposition and null fits; ``echo``
+    (e.g. ``print``) is told each phase as it starts, with the last one's time."""
+    phase = _Phases(echo)
     out = []
     for group in trait_groups(inputs):
         mask = inputs.analysed(group[0])
         W = inputs.covariates[mask]
         Y = inputs.phenotypes[np.ix_(mask, group)]
-        for contig, eig, used in _eigens(ds, inputs, mask, W, options):
+        for contig, eig, used in _eigens(ds, inputs, mask, W, options, phase):
+            phase(f"null fits of {len(group)} trait(s) on {int(mask.sum()):,} samples")
             nulls = [fit_null_model(Y[:, j], W, None, em=options.solver == "em",
                                     em_tol=options.em_tol, em_max_iter=options.em_max_iter,
                                     eig=eig) for j in range(len(group))]
             out.append(Stratum(group, contig, mask, nulls, used))
+    phase(None)
     return out
 
 
-def _eigens(ds, inputs: ScanInputs, mask, W, options: ScanOptions):
+class _Phases:
+    """Announces set-up phases as they start (``## set-up: ...``), each with the time the
+    previous one took: the progress of steps that are one big computation."""
+
+    def __init__(self, echo):
+        import time
+
+        self.echo, self.clock, self.t0, self.last = echo, time.perf_counter, None, None
+
+    def __call__(self, what: str | None) -> None:
+        if self.echo is None:
+            return
+        now = self.clock()
+        took = "" if self.last is None else f" ({self.last}: {now - self.t0:.1f} s)"
+        if what is not None:
+            self.echo(f"## set-up: {what}...{took}")
+        elif took:
+            self.echo(f"## set-up done{took}")
+        self.t0, self.last = now, what and what.split(" of ")[0].split(":")[0]
+
+
+def _eigens(ds, inputs: ScanInputs, mask, W, options: ScanOptions, phase):
     """``(contig, (s, U), kinship variants used)`` for each kinship of one trait group."""
     from .kinship import grm, grm_loco
 
     center = resolve_center(options, ds)
     kw = dict(maf=options.maf, max_missing=options.max_missing)
     source = inputs.sources["kinship"]
+    n, m = int(mask.sum()), ds.sizes["variants"]
+    pass_ = f"over {m:,} variants ({ds['call_dosage'].data.numblocks[0]} tasks)"
     if options.loco:
+        phase(f"GRM per chromosome of {n:,} samples, one pass {pass_}")
         K = grm_loco(ds, mask, W, **kw).values
         for c in np.unique(ds["variant_contig"].values):
+            phase(f"eigendecomposition of the {n:,} x {n:,} kinship without contig {c}")
             yield int(c), _eigh(_no_nan(K[c][np.ix_(mask, mask)], ds), center, None, None), None
     elif inputs.kinship_variants is not None:
+        phase(f"GRM factor of {inputs.kinship_variants.size:,} kinship variants and its SVD")
         eig, used = _lowrank_eig(ds, mask, W, inputs.kinship_variants, options.kinship_rank,
                                  center, source, **kw)
         yield None, eig, used
     elif inputs.kinship is None:
+        phase(f"GRM of {n:,} samples {pass_}")
         K = _no_nan(grm(ds, mask, W, subset=True, **kw).values, ds)
+        phase(f"eigendecomposition of the {n:,} x {n:,} kinship")
         yield None, _eigh(K, center, options.kinship_rank, None), None
     else:
         K = inputs.kinship_of(mask)
         if options.kinship_rank is not None:  # a partial eigendecomposition: check it first
             from .io import validate_kinship
             validate_kinship(K, source, psd=True)
+        phase(f"eigendecomposition of the {n:,} x {n:,} kinship")
         yield None, _eigh(K, center, options.kinship_rank, source), None
 
 
