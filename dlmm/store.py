@@ -335,11 +335,37 @@ def convert(ds: xr.Dataset, path: str | os.PathLike, *, chunk_size: int = 10_000
     out = ds.drop_vars("call_dosage").assign(
         call_genotype=(("variants", "samples", "ploidy"), gt))
     n = ds.sizes["samples"]
-    enc = {"call_genotype": {"chunks": (chunk_size, min(n, 10_000), 2)}}
+    enc = {v: _compressed(_FIELDS_CODEC) for v in out.data_vars}
+    enc["call_genotype"] = {"chunks": (chunk_size, min(n, 10_000), 2),
+                            **_compressed(_GENOTYPE_CODEC)}
     for v in out.data_vars:
         if v.startswith("variant_"):
-            enc[v] = {"chunks": (chunk_size,) + out[v].shape[1:]}
+            enc[v]["chunks"] = (chunk_size,) + out[v].shape[1:]
     return _to_zarr_renamed(out, path, enc)
+
+
+def _codec(cname: str, clevel: int, shuffle: str, blocksize: int = 0):
+    import numcodecs
+
+    return numcodecs.Blosc(cname=cname, clevel=clevel, blocksize=blocksize,
+                           shuffle=getattr(numcodecs.Blosc, shuffle))
+
+
+#: call_genotype: zstd on bit-planes (0/1/-1 calls leave most bits constant) in 1 MiB
+#: blocks; mouse_hs1940: 1.18 MB, against 14.4 MB with lz4 (and 1.20 MB at bio2zarr's
+#: clevel 7, three times slower).  The other variables: bio2zarr's codec.
+_GENOTYPE_CODEC = ("zstd", 5, "BITSHUFFLE", 1 << 20)
+_FIELDS_CODEC = ("zstd", 7, "SHUFFLE")
+
+
+def _compressed(codec: tuple) -> dict:
+    """The encoding entry of a numcodecs compressor for a Zarr format 2 array
+    (xarray's key is ``compressors`` under zarr-python 3, ``compressor`` under 2)."""
+    import zarr
+
+    c = _codec(*codec)
+    return {"compressors": (c,)} if int(zarr.__version__.split(".")[0]) >= 3 else \
+        {"compressor": c}
 
 
 def _to_zarr_renamed(ds: xr.Dataset, path: Path, encoding: dict) -> Path:
