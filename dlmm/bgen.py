@@ -40,13 +40,19 @@ def _cbgen():
 
 
 def _bgen_header(path: Path) -> tuple[int, int, int]:
-    """(variants, samples, flags) from a .bgen's header, checking its magic number."""
+    """(variants, samples, flags) from a .bgen's header, checked: the magic number,
+    the first variant's offset within the file, a known layout and compression."""
     with open(path, "rb") as fh:
         head = fh.read(24)
-    if len(head) < 24 or head[16:20] not in (b"bgen", b"\0\0\0\0"):
-        raise InputError(path, "not a BGEN file (no 'bgen' magic number at byte 16)",
-                         "give a .bgen (e.g. plink2 --export bgen-1.2)")
-    _, _, m, n, _, flags = struct.unpack("<IIII4sI", head)
+    ok = len(head) == 24 and head[16:20] in (b"bgen", b"\0\0\0\0")
+    if ok:
+        offset, header_len, m, n, _, flags = struct.unpack("<IIII4sI", head)
+        ok = (20 <= header_len <= offset and offset + 4 <= path.stat().st_size
+              and (flags >> 2) & 0xF in (1, 2) and flags & 3 in (0, 1, 2))
+    if not ok:
+        raise InputError(path, "not a BGEN file (no BGEN header: magic number 'bgen' at "
+                         "byte 16, layout 1 or 2)", "give a .bgen (e.g. plink2 --export "
+                         "bgen-1.2)")
     return m, n, flags
 
 
