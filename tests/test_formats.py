@@ -123,6 +123,21 @@ def test_missing_calls_are_nan_in_pgen_and_bgen(plink, tmp_path):
     _check_dosages(bed, read_bgen(tmp_path / "s.bgen"))  # X.sample found beside X.bgen
 
 
+def test_pgen_with_headerless_pvar_and_psam(plink, tmp_path):
+    """A .pgen with a .bim and a .fam as its .pvar and .psam (plink2 --make-bpgen), as
+    plink2 itself accepts them."""
+    need_peer("plink2", shutil.which("plink2") is not None)
+    _plink2(tmp_path, "--bfile", plink["prefix"], "--make-bpgen", "--out", "b")
+    shutil.move(tmp_path / "b.bim", tmp_path / "b.pvar")
+    shutil.move(tmp_path / "b.fam", tmp_path / "b.psam")
+    bed, ds = io.read_plink(plink["prefix"]), read_pgen(tmp_path / "b.pvar")
+    _check_dosages(bed, ds)
+    for v in ("variant_position", "variant_id", "sample_id", "sample_family_id"):
+        np.testing.assert_array_equal(ds[v].values, bed[v].values)
+    np.testing.assert_allclose(ds["sample_phenotype"].values[:, 0],
+                               io.read_fam_phenotype(plink["prefix"]), rtol=5e-6, atol=1e-6)
+
+
 def test_fractional_dosages_pgen_exact_bgen_within_8_bits(tmp_path):
     """Dosages written as a VCF's DS field, imported by plink2 into a .pgen, exported
     by plink2 as 8-bit BGEN: read back within their stated quantisation."""
