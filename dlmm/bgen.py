@@ -22,7 +22,7 @@ import pandas as pd
 import xarray as xr
 
 from .errors import InputError
-from .io import DEFAULT_CHUNK, _MISSING, _need_file, balanced_chunks, contig_index, \
+from .io import DEFAULT_CHUNK, _need_file, _to_float, balanced_chunks, contig_index, \
     genotype_dataset
 
 __all__ = ["read_bgen", "read_sample_file"]
@@ -73,9 +73,12 @@ def _metafile(bgen: Path, n_variants: int) -> Path:
     cbgen = _cbgen()
     meta = _metafile_path(bgen)
     if meta.exists() and meta.stat().st_mtime_ns >= bgen.stat().st_mtime_ns:
-        with cbgen.bgen_metafile(meta) as mf:
-            if mf.nvariants == n_variants:
-                return meta
+        try:
+            with cbgen.bgen_metafile(meta) as mf:
+                if mf.nvariants == n_variants:
+                    return meta
+        except RuntimeError:  # unreadable (cut short): made again
+            pass
     tmp = meta.with_name(meta.name + f".{os.getpid()}.partial")
     try:
         with cbgen.bgen_file(bgen) as bf:
@@ -94,12 +97,10 @@ def _variants(meta: Path, start: int = 0, stop: int | None = None):
     with cbgen.bgen_metafile(meta) as mf:
         size, stop = mf.partition_size, mf.nvariants if stop is None else stop
         first = start // size
-        parts = [mf.read_partition(i).variants
-                 for i in range(first, -(-stop // size))] if stop > start else []
+        parts = [mf.read_partition(i).variants for i in range(first, -(-stop // size))]
     cut = slice(start - first * size, stop - first * size)
     fields = ("id", "rsid", "chromosome", "position", "nalleles", "allele_ids", "offset")
-    return {f: np.concatenate([getattr(v, f) for v in parts])[cut] if parts else
-            np.zeros(0) for f in fields}
+    return {f: np.concatenate([getattr(v, f) for v in parts])[cut] for f in fields}
 
 
 def _dosage(bf, offset: int) -> np.ndarray:
@@ -148,13 +149,17 @@ def read_sample_file(path: str | os.PathLike) -> pd.DataFrame:
         raise InputError(p, "not an Oxford .sample file (a header line ID_1 ID_2 ..., "
                          "then a type line 0 0 ...)", "give the .sample written with the .bgen")
     try:
-        table = pd.read_csv(p, sep=r"\s+", header=None, names=names, skiprows=2, dtype=str,
+        table = pd.read_csv(p, sep=r"\s+", header=None, skiprows=2, dtype=object,
                             keep_default_na=False, na_values=[""], quoting=csv.QUOTE_NONE)
     except pd.errors.EmptyDataError:
-        table = pd.DataFrame(columns=names, dtype=str)
+        table = pd.DataFrame(np.zeros((0, len(names)), dtype=object))
     except pd.errors.ParserError as e:
         raise InputError(p, f"rows differ in length ({str(e).split(': ')[-1].strip()})",
                          "give every row the header's columns") from None
+    if table.shape[1] != len(names) or table.iloc[:, -1].isna().any():
+        raise InputError(p, f"has rows of other than the header's {len(names)} columns",
+                         "give every row the header's columns")
+    table.columns = names
     table.attrs["types"] = dict(zip(names, types))
     return table
 
@@ -179,15 +184,8 @@ def _samples(bgen_path: Path, sample_path, n: int, cbgen_file) -> tuple[np.ndarr
         extra["sample_family_id"] = (("samples",), table[ids[0]].to_numpy().astype(object))
     pheno = [c for c, t in table.attrs["types"].items() if t in ("P", "B")]
     if pheno:
-        vals = table[pheno].to_numpy(dtype=str)
-        miss = np.isin(vals, list(_MISSING))
-        out = np.full(vals.shape, np.nan)
-        try:
-            out[~miss] = vals[~miss].astype(np.float64)
-        except ValueError:
-            raise InputError(sample_path, "a phenotype (type P or B) is not numeric",
-                             "use numbers, NA for missing") from None
-        extra["sample_phenotype"] = (("samples", "phenotypes"), out)
+        values = _to_float(table[pheno], Path(sample_path), "phenotype (type P or B)")
+        extra["sample_phenotype"] = (("samples", "phenotypes"), values)
         extra["phenotype_name"] = (("phenotypes",), np.array(pheno, dtype=object))
     return table[ids[-1]].to_numpy().astype(object), extra
 
@@ -220,6 +218,8 @@ def read_bgen(path: str | os.PathLike, sample_path: str | os.PathLike | None = N
     cbgen = _cbgen()
     bgen = _need_file(path, "BGEN")
     m, n, _ = _bgen_header(bgen)
+    if m == 0:
+        raise InputError(bgen, "has no variants", "give a .bgen with variants")
     meta = _metafile(bgen, m)
     v = _variants(meta)
     multi = v["nalleles"] != 2
@@ -235,7 +235,7 @@ def read_bgen(path: str | os.PathLike, sample_path: str | os.PathLike | None = N
         _read_bgen_chunk, path=str(bgen), metafile=str(meta), n_samples=n, chunks=chunks,
         dtype=np.float32, meta=np.empty((0, 0), dtype=np.float32), name="read-bgen-" + tokenize(
             str(bgen), bgen.stat().st_mtime_ns, n, m, chunks),
-    ) if m else da.zeros((0, n), dtype=np.float32)
+    )
     variant_contig, contig_id = contig_index([c.decode() for c in v["chromosome"]])
     ds = genotype_dataset(
         dosage, sample_id=sample_id, variant_id=[s.decode() for s in names],
