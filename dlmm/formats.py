@@ -14,7 +14,6 @@ __all__ = ["open_genotypes", "genotype_format"]
 
 _PLINK1 = (".bed", ".bim", ".fam")
 _PLINK2 = (".pgen", ".pvar", ".psam")
-_VCF = (".vcf", ".vcf.gz", ".bcf")
 
 
 def _strip(path: str, suffixes) -> str | None:
@@ -24,10 +23,22 @@ def _strip(path: str, suffixes) -> str | None:
     return None
 
 
+def _bgen_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(20)[16:20] == b"bgen"
+    except OSError:
+        return False
+
+
 def genotype_format(path: str | os.PathLike) -> tuple[str, str]:
-    """``(format, location)`` of a genotype path: ``zarr`` (a store or URL), ``plink``
-    (a prefix, or one of its .bed/.bim/.fam files), ``text`` (the course lab's matrix);
-    a format dlmm does not read is an InputError that says how to convert it."""
+    """``(format, location)`` of a genotype path: ``zarr`` (a store or URL), ``plink`` (a
+    prefix, or one of its .bed/.bim/.fam files), ``pgen`` (a PLINK 2 prefix or one of its
+    files), ``bgen`` (a .bgen), ``vcf`` (refused with the way to convert it), ``text``
+    (the course lab's matrix)."""
+    from .pgen import pgen_prefix
+    from .vcf import VCF_SUFFIXES
+
     g = str(path)
     if io.is_url(g) or io.is_zarr_store(g) or Path(g).is_dir():
         return "zarr", g
@@ -37,21 +48,17 @@ def genotype_format(path: str | os.PathLike) -> tuple[str, str]:
     if Path(f"{g}.bed").exists() or Path(f"{g}.fam").exists():
         return "plink", g
     if _strip(g, _PLINK2) is not None or Path(f"{g}.pgen").exists():
-        raise InputError(g, "PLINK 2 .pgen/.pvar/.psam files are not read yet",
-                         "convert them: plink2 --pfile PREFIX --make-bed --out PREFIX")
-    if g.endswith(".bgen"):
-        raise InputError(g, "BGEN files are not read yet",
-                         "convert: plink2 --bgen FILE ref-first --sample FILE.sample "
-                         "--make-bed --out PREFIX")
-    if _strip(g, _VCF) is not None:
-        raise InputError(g, "VCF/BCF is read through a VCF Zarr store",
-                         "convert it: vcf2zarr convert FILE g.zarr (pip install bio2zarr), "
-                         "then scan g.zarr")
+        return "pgen", pgen_prefix(g)
+    if g.endswith(".bgen") or (Path(g).is_file() and _bgen_magic(Path(g))):
+        return "bgen", g
+    if g.endswith(VCF_SUFFIXES):
+        return "vcf", g
     if Path(g).is_file():
         return "text", g
     raise InputError(g, "no genotypes of that name (a Zarr store, a PLINK prefix with "
-                     ".bed/.bim/.fam, or a text matrix)",
-                     "give a PLINK prefix without extension, a .zarr store or a text matrix")
+                     ".bed/.bim/.fam or .pgen/.pvar/.psam, a .bgen, or a text matrix)",
+                     "give a PLINK prefix without extension, a .zarr store, a .bgen or a "
+                     "text matrix")
 
 
 def open_genotypes(path: str | os.PathLike, *, chunk_size: int | None = None) -> xr.Dataset:
@@ -59,8 +66,9 @@ def open_genotypes(path: str | os.PathLike, *, chunk_size: int | None = None) ->
 
     Parameters
     ----------
-    path : a VCF Zarr store (folder or fsspec URL), a PLINK prefix (or its .bed), or
-        the course lab's whitespace text matrix.
+    path : a VCF Zarr store (folder or fsspec URL), a PLINK prefix (or its .bed), a
+        PLINK 2 prefix (or its .pgen), a .bgen (with its .sample beside it), or the
+        course lab's whitespace text matrix.
     chunk_size : variants per task (default: the store's chunks, else 10,000).
 
     Returns
@@ -71,11 +79,21 @@ def open_genotypes(path: str | os.PathLike, *, chunk_size: int | None = None) ->
     ``format`` and ``source`` (the path as given).
     """
     fmt, where = genotype_format(path)
+    chunk = chunk_size or io.DEFAULT_CHUNK
     if fmt == "zarr":
         ds = io.open_store(where, chunk_size=chunk_size)
     elif fmt == "plink":
-        ds = io.read_plink(where, chunk_size=chunk_size or io.DEFAULT_CHUNK)
+        ds = io.read_plink(where, chunk_size=chunk)
+    elif fmt == "pgen":
+        from .pgen import read_pgen
+        ds = read_pgen(where, chunk_size=chunk)
+    elif fmt == "bgen":
+        from .bgen import read_bgen
+        ds = read_bgen(where, chunk_size=chunk)
+    elif fmt == "vcf":
+        from .vcf import read_vcf
+        ds = read_vcf(where)
     else:
-        ds = io.read_text_genotypes(where, chunk_size=chunk_size or io.DEFAULT_CHUNK)
+        ds = io.read_text_genotypes(where, chunk_size=chunk)
     ds.attrs.update(format=fmt, source=str(path))
     return ds

@@ -23,6 +23,7 @@ from .samples import Kinship, check_unique, few, need_file, read_text, to_float
 
 __all__ = [
     "balanced_chunks",
+    "contig_index",
     "kinship_variants",
     "read_plink",
     "read_text_genotypes",
@@ -167,13 +168,7 @@ def read_plink(prefix: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK) -> xr
         raise InputError(bed, f"size {bed.stat().st_size} bytes, but {n} samples (.fam) x "
                          f"{m} variants (.bim) need {expected}",
                          "regenerate the .bed/.bim/.fam together with plink --make-bed")
-    # np.unique(..., return_inverse=True) by hashing (sorting 300,000 strings takes 0.1 s)
-    codes, seen = pd.factorize(bim[0].to_numpy())
-    contigs, seen_idx = np.unique(np.asarray(seen, dtype=object), return_inverse=True)
-    contig_idx = seen_idx[codes]
-    order = sorted(range(len(contigs)), key=lambda i: _contig_key(contigs[i]))
-    rank = np.empty(len(order), dtype=int)
-    rank[order] = np.arange(len(order))
+    variant_contig, contig_id = contig_index(bim[0].to_numpy())
     try:
         position = bim[3].astype(np.int64).to_numpy()
     except ValueError:
@@ -189,10 +184,31 @@ def read_plink(prefix: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK) -> xr
     ) if m else da.zeros((0, n), dtype=np.float32)
     return genotype_dataset(
         dosage, sample_id=fam[1].to_numpy(), variant_id=bim[1].to_numpy(),
-        variant_contig=rank[contig_idx], contig_id=contigs[order],
+        variant_contig=variant_contig, contig_id=contig_id,
         variant_position=position, variant_allele=bim[[5, 4]].to_numpy(),
     ).assign(sample_family_id=(("samples",), fam[0].to_numpy().astype(object)),
              sample_phenotype=(("samples", "phenotypes"), _fam_phenotypes(fam, fam_path)))
+
+
+def contig_index(names) -> tuple[np.ndarray, np.ndarray]:
+    """Each variant's contig as an index into the sorted contig names.
+
+    Parameters
+    ----------
+    names : (variants,) contig name of each variant (str).
+
+    Returns
+    -------
+    variant_contig : (variants,) int, index into ``contig_id``.
+    contig_id : (contigs,) object, numeric names first in numeric order, then the others.
+    """
+    # np.unique(..., return_inverse=True) by hashing (sorting 300,000 strings takes 0.1 s)
+    codes, seen = pd.factorize(np.asarray(names, dtype=object))
+    contigs, seen_idx = np.unique(np.asarray(seen, dtype=object), return_inverse=True)
+    order = sorted(range(len(contigs)), key=lambda i: _contig_key(contigs[i]))
+    rank = np.empty(len(order), dtype=int)
+    rank[order] = np.arange(len(order))
+    return rank[seen_idx[codes]], np.asarray(contigs[order], dtype=object)
 
 
 def _contig_key(name: str):
@@ -300,11 +316,7 @@ def _read_matrix_text(p: Path) -> np.ndarray:
 
 def _read_kinship_zarr(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """The kinship matrix and its sample_id (or None) from a Zarr store."""
-    try:
-        ds = xr.open_zarr(p, consolidated=None)
-    except Exception as e:  # corrupt metadata: zarr/xarray raise many types
-        raise InputError(p, f"cannot open the Zarr store ({type(e).__name__}: {e})",
-                         "write the kinship with `dlmm grm`") from None
+    ds = open_zarr(p, "write the kinship with `dlmm grm`")
     square = [v for v in ds.data_vars
               if ds[v].ndim == 2 and ds[v].shape[0] == ds[v].shape[1]]
     name = "grm" if "grm" in ds else (square[0] if len(square) == 1 else None)
@@ -421,6 +433,20 @@ def is_zarr_store(path: str | os.PathLike) -> bool:
     return p.is_dir() and any((p / f).exists() for f in (".zgroup", ".zmetadata", "zarr.json"))
 
 
+def open_zarr(p, fix: str, **kw) -> xr.Dataset:
+    """A Zarr store as a Dataset, from consolidated metadata when it has them (bio2zarr's
+    stores do not: read without the warning xarray gives then); corrupt metadata is an
+    InputError with ``fix``."""
+    try:
+        try:
+            return xr.open_zarr(p, consolidated=True, **kw)
+        except (KeyError, ValueError, FileNotFoundError):  # not consolidated
+            return xr.open_zarr(p, consolidated=False, **kw)
+    except Exception as e:  # corrupt metadata: zarr/xarray raise many types
+        raise InputError(p, f"cannot open the Zarr store ({type(e).__name__}: {e})",
+                         fix) from None
+
+
 def _read_rows(path: str, name: str, start: int, stop: int) -> np.ndarray:
     """Rows ``start:stop`` (variants) of a store's array; a chunk that cannot be
     read or decoded (a corrupt store) is an InputError naming it."""
@@ -508,11 +534,7 @@ def open_store(path: str | os.PathLike, chunk_size: int | None = None) -> xr.Dat
     if not is_zarr_store(p):
         raise InputError(p, "not a Zarr store (no .zgroup, .zmetadata or zarr.json)",
                          "give a store written by `dlmm convert`, bio2zarr or sgkit")
-    try:
-        ds = xr.open_zarr(p, consolidated=None, mask_and_scale=False)
-    except Exception as e:  # corrupt metadata: zarr/xarray raise many types
-        raise InputError(p, f"cannot open the Zarr store ({type(e).__name__}: {e})",
-                         "rewrite it with `dlmm convert`") from None
+    ds = open_zarr(p, "rewrite it with `dlmm convert`", mask_and_scale=False)
     ds = ds.assign(call_dosage=(("variants", "samples"), _store_dosage(p, ds, chunk_size)))
     for need in ("sample_id", "variant_position"):
         if need not in ds:

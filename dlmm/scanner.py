@@ -337,8 +337,8 @@ def _dataset(ds, inputs: ScanInputs, strata, options: ScanOptions, array, keys) 
     for i, key in enumerate(keys):
         var = schema.variable(key)
         col = array[:, :, i]
-        if var.dtype is not np.float64:
-            col = col.astype(var.dtype)
+        if var.dtype is not np.float64:  # an untested variant's count is NaN: -1
+            col = col.map_blocks(_as_dtype, var.dtype, dtype=var.dtype)
         data[var.name] = (("variants", "traits"), col)
         columns[var.name] = (i, var.dtype, col.name)
     res = xr.Dataset(data, coords={"trait_id": ("traits", np.asarray(inputs.traits,
@@ -459,4 +459,12 @@ class BlockColumns:
 
     def split(self, block: np.ndarray, names) -> tuple[np.ndarray, ...]:
         """The variables ``names`` of one computed block of ``array``."""
-        return tuple(block[:, :, self.columns[v][0]].astype(self.columns[v][1]) for v in names)
+        return tuple(_as_dtype(block[:, :, self.columns[v][0]], self.columns[v][1])
+                     for v in names)
+
+
+def _as_dtype(column: np.ndarray, dtype) -> np.ndarray:
+    """A float column as ``dtype``: NaN (an untested variant's count) as -1 for integers."""
+    if np.dtype(dtype).kind in "iu":
+        column = np.where(np.isnan(column), -1.0, column)
+    return column.astype(dtype)

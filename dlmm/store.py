@@ -21,8 +21,9 @@ def convert(ds: xr.Dataset, path: str | os.PathLike, *, chunk_size: int = 10_000
     """Write a genotype Dataset to a VCF Zarr store, chunk by chunk.
 
     ``call_genotype`` (variants, samples, ploidy=2) int8, -1 for missing, is
-    derived from the dosage (0 -> [0, 0], 1 -> [0, 1], 2 -> [1, 1]); the
-    variant and sample fields are copied.  Dask streams the chunks: the
+    derived from the dosage (0 -> [0, 0], 1 -> [0, 1], 2 -> [1, 1]; a fractional
+    dosage is an error); a BGEN's expected counts are kept as ``call_dosage``
+    float32.  The variant and sample fields are copied.  Dask streams the chunks: the
     genotype matrix is never in memory at once.  Written to a temporary name
     and renamed when complete.
     """
@@ -35,16 +36,52 @@ def convert(ds: xr.Dataset, path: str | os.PathLike, *, chunk_size: int = 10_000
     if not isinstance(dosage, da.Array):
         dosage = da.from_array(dosage)
     dosage = dosage.rechunk({0: chunk_size, 1: -1})
-    gt = dosage.map_blocks(_dosage_to_genotype, new_axis=2,
-                           chunks=dosage.chunks + ((2,),), dtype=np.int8)
-    out = ds.drop_vars("call_dosage").assign(
-        call_genotype=(("variants", "samples", "ploidy"), gt))
     n = ds.sizes["samples"]
-    enc = {"call_genotype": {"chunks": (chunk_size, min(n, 10_000), 2)}}
+    if ds.attrs.get("format") == "bgen":  # expected counts: kept as they are
+        out = ds.drop_vars(["call_genotype"], errors="ignore").assign(
+            call_dosage=(("variants", "samples"), dosage.astype(np.float32)))
+        enc = {v: _compressed(_FIELDS_CODEC) for v in out.data_vars}
+        enc["call_dosage"] = {"chunks": (chunk_size, min(n, 10_000)),
+                              **_compressed(_DOSAGE_CODEC)}
+    else:
+        gt = dosage.map_blocks(_dosage_to_genotype, new_axis=2,
+                               chunks=dosage.chunks + ((2,),), dtype=np.int8)
+        out = ds.drop_vars(["call_dosage", "call_genotype"], errors="ignore").assign(
+            call_genotype=(("variants", "samples", "ploidy"), gt))
+        enc = {v: _compressed(_FIELDS_CODEC) for v in out.data_vars}
+        enc["call_genotype"] = {"chunks": (chunk_size, min(n, 10_000), 2),
+                                **_compressed(_GENOTYPE_CODEC)}
     for v in out.data_vars:
         if v.startswith("variant_"):
-            enc[v] = {"chunks": (chunk_size,) + out[v].shape[1:]}
+            enc[v]["chunks"] = (chunk_size,) + out[v].shape[1:]
     return _to_zarr_renamed(out, path, enc)
+
+
+def _codec(cname: str, clevel: int, shuffle: str, blocksize: int = 0):
+    import numcodecs
+
+    return numcodecs.Blosc(cname=cname, clevel=clevel, blocksize=blocksize,
+                           shuffle=getattr(numcodecs.Blosc, shuffle))
+
+
+#: call_genotype: zstd on bit-planes (0/1/-1 calls leave most bits constant) in 4 MiB
+#: blocks: mouse_hs1940 1.17 MB, against 14.4 MB with lz4 and 1.20 MB with bio2zarr's
+#: level 7 (three times slower).  The other variables: zstd 9 without shuffle (a .fam's
+#: repeated phenotype columns stay repeats for zstd: 22 against 38 kB shuffled).
+_GENOTYPE_CODEC = ("zstd", 5, "BITSHUFFLE", 1 << 22)
+_FIELDS_CODEC = ("zstd", 9, "NOSHUFFLE", 1 << 20)
+#: call_dosage (BGEN's expected counts, float32): zstd on byte planes
+_DOSAGE_CODEC = ("zstd", 5, "SHUFFLE", 1 << 22)
+
+
+def _compressed(codec: tuple) -> dict:
+    """The encoding entry of a numcodecs compressor for a Zarr format 2 array
+    (xarray's key is ``compressors`` under zarr-python 3, ``compressor`` under 2)."""
+    import zarr
+
+    c = _codec(*codec)
+    return {"compressors": (c,)} if int(zarr.__version__.split(".")[0]) >= 3 else \
+        {"compressor": c}
 
 
 def _to_zarr_renamed(ds: xr.Dataset, path: Path, encoding: dict) -> Path:
@@ -65,9 +102,15 @@ def _to_zarr_renamed(ds: xr.Dataset, path: Path, encoding: dict) -> Path:
 
 
 def _dosage_to_genotype(d: np.ndarray) -> np.ndarray:
+    from .errors import InputError
+
     gt = np.empty(d.shape + (2,), dtype=np.int8)
     miss = np.isnan(d)
     di = np.where(miss, 0, d).astype(np.int8)
+    if (di != np.where(miss, 0, d)).any():
+        raise InputError("dosages", "fractional dosages cannot be written as genotype "
+                         "calls", "convert them from the .bgen (kept as call_dosage), or "
+                         "scan the source directly")
     gt[..., 0] = di == 2
     gt[..., 1] = di >= 1
     gt[miss] = -1

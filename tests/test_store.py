@@ -235,14 +235,14 @@ def test_store_takes_each_block_from_one_task_unless_a_variable_was_edited(plink
     slow = res.copy()
     slow.encoding = {}  # no record of the scan's one array: a task per variable and block
     results.write_results(slow, tmp_path / "each.zarr")
-    a = results.load_results(tmp_path / "one.zarr")
-    b = results.load_results(tmp_path / "each.zarr")
+    a = results.load_results(tmp_path / "one.zarr", index=False)
+    b = results.load_results(tmp_path / "each.zarr", index=False)
     xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
     assert a["variant_lmm_tested"].dtype == bool and a["variant_n_missing"].dtype == np.int64
 
     edited = res.copy()
     edited["variant_lmm_p_value"] = edited["variant_lmm_p_value"] * 0.5
     results.write_results(edited, tmp_path / "edited.zarr")
-    c = results.load_results(tmp_path / "edited.zarr")
+    c = results.load_results(tmp_path / "edited.zarr", index=False)
     np.testing.assert_array_equal(c["variant_lmm_p_value"], 0.5 * a["variant_lmm_p_value"])
     np.testing.assert_array_equal(c["variant_lmm_beta"], a["variant_lmm_beta"])
