@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import outputs, schema
+from . import outputs, progress, schema
 from .errors import InputError
 
 __all__ = ["ResultStore", "write_results", "open_results", "load_results", "index_variants",
@@ -212,6 +212,7 @@ def _computed(blocks: dict, client):
     from distributed import as_completed
 
     futures = dict(zip(client.compute(list(blocks.values())), blocks))
+    progress.show(list(futures))
     for fut, values in as_completed(futures, with_results=True):
         yield futures[fut], values
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import kernels, schema
+from . import kernels, progress, schema
 from .errors import InputError
 from .inputs import ScanInputs, prepare_inputs, trait_groups
 from .nullmodel import NullModel, fit_null_model
@@ -155,7 +155,7 @@ def _eigens(ds, inputs: ScanInputs, mask, W, options: ScanOptions, phase):
     pass_ = f"over {m:,} variants ({ds['call_dosage'].data.numblocks[0]} tasks)"
     if options.loco:
         phase(f"GRM per chromosome of {n:,} samples, one pass {pass_}")
-        K = grm_loco(ds, mask, W, **kw).values
+        K = progress.compute(grm_loco(ds, mask, W, **kw)).values
         for c in np.unique(ds["variant_contig"].values):
             phase(f"eigendecomposition of the {n:,} x {n:,} kinship without contig {c}")
             yield int(c), _eigh(_no_nan(K[c][np.ix_(mask, mask)], ds), center, None, None), None
@@ -166,7 +166,7 @@ def _eigens(ds, inputs: ScanInputs, mask, W, options: ScanOptions, phase):
         yield None, eig, used
     elif inputs.kinship is None:
         phase(f"GRM of {n:,} samples {pass_}")
-        K = _no_nan(grm(ds, mask, W, subset=True, **kw).values, ds)
+        K = _no_nan(progress.compute(grm(ds, mask, W, subset=True, **kw)).values, ds)
         phase(f"eigendecomposition of the {n:,} x {n:,} kinship")
         yield None, _eigh(K, center, options.kinship_rank, None), None
     else:

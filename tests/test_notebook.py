@@ -44,6 +44,11 @@ def test_quickstart_notebook_runs(tmp_path):
              for k in o.get("data", {})}
     assert any("bokeh" in m or m == "text/html" for m in mimes), mimes
     assert "cdn.bokeh.org" not in nbformat.writes(nb)
+    # Dask's progress widgets for the GRM pass and the scan's blocks
+    (run_cell,) = [c for c in nb.cells if c.cell_type == "code" and "dlmm.run(" in c.source]
+    widgets = [o for o in run_cell.outputs
+               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(widgets) >= 2, [list(o.get("data", {})) for o in run_cell.outputs]
     # the demo's top hits include simulated causal variants (marked *)
     (cell,) = [c for c in nb.cells if "top_hits(results, 10)" in c.source]
     assert "*" in cell.outputs[0]["data"]["text/plain"]
