@@ -183,6 +183,11 @@ def execute(plan: RunPlan, *, client=None, echo=None, on_block=None) -> RunResul
     """Run a :func:`plan`: set-up, scan, result store, tables, logs, report."""
     echo = echo or (lambda line: None)
     t0 = time.perf_counter()
+    warming = None
+    if plan.outputs.report is not None:  # the plotting stack loads while the scan runs
+        from .report import warm_up
+
+        warming = warm_up()
     with outputs.lock(plan.outputs.prefix):
         strata = plan.strata or scanner.setup(plan.genotypes, plan.inputs, plan.options,
                                               echo=echo)
@@ -210,6 +215,7 @@ def execute(plan: RunPlan, *, client=None, echo=None, on_block=None) -> RunResul
         if plan.outputs.report is not None:
             from .report import write_report
 
+            warming.join()
             echo(f"report: {write_report(res, plan.outputs.report)}")
     return RunResult(plan.outputs, results.index_variants(res), minutes)
 

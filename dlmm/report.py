@@ -17,7 +17,7 @@ import xarray as xr
 
 from . import outputs, plot, schema
 
-__all__ = ["summary", "write_report", "write_png", "write_plots", "report_path"]
+__all__ = ["summary", "write_report", "write_png", "write_plots", "report_path", "warm_up"]
 
 
 def report_path(prefix: str | os.PathLike) -> Path:
@@ -129,6 +129,26 @@ def _traits(results: xr.Dataset) -> list[tuple[str, xr.Dataset]]:
     return [(t, plot.select_trait(results, i)) for i, t in enumerate(names)]
 
 
+def warm_up() -> "threading.Thread":
+    """Import the plotting stack and render a small report in a background thread (1.5-3 s
+    of imports and compilation at first use), to overlap it with a scan: join the thread
+    before :func:`write_report`.  What it renders is thrown away."""
+    import threading
+
+    def render():
+        from .simulate import simulate_results
+
+        try:
+            _document(simulate_results(2_000, n_contigs=2, n_hits=1), plot.GENOME_WIDE, 10,
+                      "warm-up")
+        except Exception:  # the report itself will say what is wrong
+            pass
+
+    thread = threading.Thread(target=render, name="dlmm-report-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def write_report(results: xr.Dataset, path: str | os.PathLike, *,
                  significance: float | str = plot.GENOME_WIDE, n_top: int = 100,
                  title: str | None = None) -> Path:
@@ -143,12 +163,16 @@ def write_report(results: xr.Dataset, path: str | os.PathLike, *,
     results : computed or lazy result Dataset (it is loaded).
     path : the ``.html`` file; written to a temporary name, then renamed.
     """
+    doc = _document(results.load(), significance, n_top, title)
+    return outputs.write_file(Path(path), lambda p: p.write_text(doc, encoding="utf-8"))
+
+
+def _document(results: xr.Dataset, significance, n_top: int, title: str | None) -> str:
+    """The report's HTML text."""
     import holoviews as hv
     from bokeh.layouts import column, row
     from bokeh.models import Div
 
-    results = results.load()
-    path = Path(path)
     renderer = hv.renderer("bokeh")
     source = results.attrs.get("source") or ""
     head = title or "dlmm association scan"
@@ -162,8 +186,7 @@ def write_report(results: xr.Dataset, path: str | os.PathLike, *,
         parts.append(row(Div(text=_table_html(s, name or "Summary"), width=560),
                          renderer.get_plot(q).state))
         parts.append(renderer.get_plot(m).state)
-    doc = _standalone_html(column(*parts), head)
-    return outputs.write_file(path, lambda p: p.write_text(doc, encoding="utf-8"))
+    return _standalone_html(column(*parts), head)
 
 
 def _standalone_html(layout, title: str) -> str:
