@@ -91,7 +91,7 @@ class RunResult:
 
 def plan(genotypes, phenotypes=None, *, out: str | os.PathLike, traits=None,
          covariates=None, covariate_columns=None, kinship=None,
-          options: ScanOptions | None = None, overwrite: bool = False, resume: bool = False,
+         options: ScanOptions | None = None, overwrite: bool = False, resume: bool = False,
          chunk_size: int | None = None, command: list[str] | None = None,
          echo=None) -> RunPlan:
     """Read and check everything a run needs, write nothing (see :func:`run`); with a
