@@ -98,8 +98,8 @@ def plan(genotypes, phenotypes=None, *, out: str | os.PathLike, traits=None,
     if overwrite and resume:
         raise OptionError("resume", "--resume and --overwrite contradict each other",
                           "give one of them")
-    if options.plot:
-        _need_plotting()
+    _need_packages(options)
+    outputs.check_unlocked(out)
     ds = genotypes if isinstance(genotypes, xr.Dataset) else open_genotypes(
         genotypes, chunk_size=chunk_size or options.chunk_size)
     inputs = prepare_inputs(ds, phenotypes, traits=traits, covariates=covariates,
@@ -111,8 +111,11 @@ def plan(genotypes, phenotypes=None, *, out: str | os.PathLike, traits=None,
              "phenotypes": _path(phenotypes), "covariates": _path(covariates),
              "kinship": _path(kinship), "kinship_variants": _path(options.kinship_variants)}
     prov = provenance.provenance(roles, command)
-    identities = {role: {k: v for k, v in ident.items() if k != "path"}
+    # a file is identified by its size, time and content, wherever it is; a URL by itself
+    identities = {role: {k: v for k, v in ident.items() if k != "path" or len(ident) == 1}
                   for role, ident in prov["inputs"].items()}
+    if resume:  # refuse a mismatch now, not after the GRM pass and the null fits
+        results.check_resumable(paths.store, _known_fingerprint(ds, options, identities))
     # a given kinship needs no pass over the genotypes: its eigendecomposition (which
     # checks it positive semi-definite) and the null fits run here, before any cluster
     strata = (scanner.setup(ds, inputs, options) if inputs.kinship is not None and not
@@ -124,21 +127,38 @@ def _path(obj):
     return obj if isinstance(obj, (str, os.PathLike)) else None
 
 
-def _need_plotting() -> None:
+def _need_packages(options: ScanOptions) -> None:
+    """The report's and Parquet's packages are installed when asked for (checked before
+    any work, not when the results are written)."""
     import importlib.util
 
     missing = [m for m in ("holoviews", "bokeh", "datashader")
-               if importlib.util.find_spec(m) is None]
+               if options.plot and importlib.util.find_spec(m) is None]
     if missing:
         raise OptionError("plot", f"the report needs {', '.join(missing)}, not installed",
                           "pip install 'dlmm[plot]', or pass --no-plot")
+    if "parquet" in options.formats and importlib.util.find_spec("pyarrow") is None:
+        raise OptionError("format", "Parquet tables need pyarrow, not installed",
+                          "pip install pyarrow, or --format tsv")
+
+
+def _known_fingerprint(ds: xr.Dataset, options: ScanOptions, identities: dict) -> dict:
+    """The part of a run's fingerprint known before any work (see :func:`execute`)."""
+    known = dict(options.result_options(), center=scanner.resolve_center(options, ds),
+                 inputs=identities, dlmm_version=provenance.version())
+    if not options.loco:  # the blocks are the genotypes' chunks (LOCO splits them)
+        from .kinship import dosage_blocks
+
+        known["chunks"] = [int(c) for c in dosage_blocks(ds).chunks[0]]
+    return known
 
 
 def check_outputs(paths: Outputs, overwrite: bool, resume: bool) -> None:
     """Nothing is replaced without ``overwrite``; a resume needs an interrupted store."""
+    for p in [paths.store, *paths.files()]:
+        outputs.check_writable(p)
     partial = outputs.partial_path(paths.store)
     if resume:  # finish the blocks of an interrupted store, or a complete store's outputs
-        outputs.check_writable(paths.store)
         if not partial.is_dir() and not results.is_complete(paths.store):
             raise InputError(paths.store, "nothing to resume: no interrupted scan "
                              f"({partial.name}) and no complete result store",
@@ -200,14 +220,30 @@ def execute(plan: RunPlan, *, client=None, echo=None, on_block=None) -> RunResul
             results.write_results(lazy, store, resume=plan.resume, overwrite=plan.overwrite,
                                   client=client, on_block=on_block, fingerprint=fingerprint)
         res = results.load_results(store)
+        _some_tested(res, plan)
         minutes = (time.perf_counter() - t0) / 60
-        for i, trait in enumerate(plan.inputs.traits):
-            _write_trait(res, i, trait, plan, minutes, echo)
-        if plan.outputs.report is not None:
-            from .report import write_report
+        try:
+            for i, trait in enumerate(plan.inputs.traits):
+                _write_trait(res, i, trait, plan, minutes, echo)
+            if plan.outputs.report is not None:
+                from .report import write_report
 
-            echo(f"report: {write_report(res, plan.outputs.report)}")
+                echo(f"report: {write_report(res, plan.outputs.report)}")
+        except InputError as e:  # a table, log or report could not be written (disk)
+            raise InputError(e.source, e.problem, "free space, then rerun with --resume "
+                             f"(the results are complete in {store})") from None
     return RunResult(plan.outputs, res, minutes)
+
+
+def _some_tested(res: xr.Dataset, plan: RunPlan) -> None:
+    """A scan that tested no variant (every one filtered out) is an error, and leaves
+    no result store."""
+    if res["variant_lmm_tested"].values.any():
+        return
+    outputs.remove(plan.outputs.store)
+    raise InputError(plan.genotypes.attrs.get("source", "genotypes"), "no variant passes "
+                     "the filters (maf, max_missing) on the analysed samples",
+                     "lower --maf or raise --max-missing")
 
 
 def _write_trait(res: xr.Dataset, i: int, trait: str, plan: RunPlan, minutes: float,
@@ -254,17 +290,20 @@ def run_grm(genotypes, *, out: str | os.PathLike, phenotypes=None, traits=None,
     zpath = Path(f"{out}.zarr")
     txt = Path(f"{out}.{'sXX' if options.standardise else 'cXX'}.txt")
     written = [zpath, txt] if options.gemma_text else [zpath]
+    outputs.check_unlocked(out)
     outputs.check_new(written, overwrite, dirs=(zpath,))
     ids = ds["sample_id"].values
+    ids_from = ds.attrs.get("sample_source", ds.attrs.get("source", "genotypes"))
     mask = np.ones(ds.sizes["samples"], dtype=bool)
     if phenotypes is not None or "sample_phenotype" in ds:
-        y = samples.join(_phenotype_table(ds, phenotypes, traits or 1), ids, "phenotype")
+        y = samples.join(_phenotype_table(ds, phenotypes, traits or 1), ids, "phenotype",
+                         id_source=ids_from)
         mask &= ~np.isnan(y.values[:, 0])
     W = np.ones((len(mask), 1))
     if covariates is not None:
         table = samples.select_columns(samples.as_sample_table(covariates, "covariate"),
                                        covariate_columns, option="covar_name")
-        W = samples.join(table, ids, "covariate").values
+        W = samples.join(table, ids, "covariate", id_source=ids_from).values
         mask &= ~np.isnan(W).any(axis=1)
     if not mask.any():
         raise InputError(out, "no sample has both a phenotype and the covariates",
