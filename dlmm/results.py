@@ -302,18 +302,23 @@ def write_results(res: xr.Dataset, path: str | os.PathLike, *, resume: bool = Fa
         outputs.check_new([path], overwrite, dirs=(path,))
         try:
             store = ResultStore.initialise(res, path, fingerprint)
-        except OSError as e:  # e.g. a full disk: nothing to keep
+        except BaseException as e:  # e.g. a full disk, Ctrl-C: nothing to keep
             outputs.discard(outputs.partial_path(path))
-            raise outputs.os_error(path, e) from None
+            if isinstance(e, OSError):
+                raise outputs.os_error(path, e) from None
+            raise
     try:
         store.write_blocks(res, client=client, on_block=on_block)
         return store.finalise()
-    except OSError as e:
-        if store.done.any():  # finished work is kept
-            raise outputs.os_error(path, e, f"free space, then rerun with --resume (the "
-                                   f"finished blocks are in {store.tmp.name})") from None
-        outputs.discard(store.tmp)
-        raise outputs.os_error(path, e) from None
+    except BaseException as e:  # a full disk, a corrupt chunk, Ctrl-C, ...
+        kept = store.done.any()  # finished work is kept for --resume, else nothing
+        if not kept:
+            outputs.discard(store.tmp)
+        if not isinstance(e, OSError):
+            raise
+        raise (outputs.os_error(path, e, f"free space, then rerun with --resume (the "
+                                f"finished blocks are in {store.tmp.name})") if kept
+               else outputs.os_error(path, e)) from None
 
 
 def is_complete(path: str | os.PathLike) -> bool:

@@ -614,7 +614,12 @@ BAD_INPUT = [
     ("float32-rotation-with-low-rank", None,
      ["p", "--kinship-variants", 5, "--rotation-dtype", "float32"],
      ["--rotation-dtype", "float32 is for the full-rank scan"]),
-    # found only when the chunk is read, in a task (the GRM pass): still one line
+    # found only when a chunk is read, in a task: still one line, and with a given kinship
+    # (no GRM pass) no store is left when no block could be written
+    ("zarr-corrupt-chunks-given-kinship",
+     both(write_bytes("g.zarr/call_genotype/0.0.0", b"not a blosc frame"),
+          write_bytes("g.zarr/call_genotype/1.0.0", b"not a blosc frame")),
+     ["g.zarr", "--kinship", "A.txt", "--no-plot"], ["g.zarr: call_genotype[", "cannot be read"]),
     ("zarr-corrupt-chunk", write_bytes("g.zarr/call_genotype/1.0.0", b"not a blosc frame"),
      ["g.zarr", "--no-plot"], ["g.zarr: call_genotype[20:40] cannot be read"]),
 ]
