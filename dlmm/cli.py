@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 
@@ -110,9 +111,16 @@ def _cluster_options(args) -> dict:
     return opts
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (as every other error)."""
+
+    def error(self, message: str):
+        self.exit(2, f"dlmm: error: {message}. Fix: see {self.prog} --help\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dlmm", description="Dask-distributed linear mixed "
-                                "model association scans.")
+    p = _Parser(prog="dlmm", description="Dask-distributed linear mixed "
+                "model association scans.")
     p.add_argument("--version", action="store_true", help="print dlmm's version and exit")
     sub = p.add_subparsers(dest="command")
     _scan_parser(sub)
@@ -247,8 +255,6 @@ def _grm(args) -> int:
 def _convert(args) -> int:
     import dlmm
 
-    if args.chunk_size < 1:
-        raise _flag_error("chunk_size", f"{args.chunk_size} is not a positive number")
     ds = dlmm.open_genotypes(args.source, chunk_size=args.chunk_size)
     out = dlmm.convert(ds, args.out, chunk_size=args.chunk_size, overwrite=args.overwrite)
     print(f"wrote {out}: {ds.sizes['variants']} variants x {ds.sizes['samples']} samples")
@@ -335,10 +341,21 @@ def main(argv: list[str] | None = None, *, args: argparse.Namespace | None = Non
     except dlmm.InputError as e:
         print(f"dlmm: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("dlmm: interrupted; finished blocks are kept: rerun with --resume to finish",
-              file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, _Terminated) as e:
+        finish = {"scan": "finished blocks are kept: rerun with --resume to finish",
+                  "demo": "rerun with --overwrite to start again"}.get(
+                      args.command, "nothing was left behind")
+        print(f"dlmm: {'terminated' if isinstance(e, _Terminated) else 'interrupted'}; "
+              f"{finish}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(e, _Terminated) else signal.SIGINT)
+
+
+class _Terminated(BaseException):
+    """SIGTERM (a batch system's stop, ``kill``), raised to unwind as Ctrl-C does."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
 
 
 def run() -> None:
@@ -353,6 +370,7 @@ def run() -> None:
     import gc
 
     args = _parser().parse_args()
+    signal.signal(signal.SIGTERM, _on_sigterm)
     gc.disable()
     import distributed  # noqa: F401
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -43,9 +44,16 @@ def write_demo_plink(prefix: str | Path, *, seed: int = 1, n_families: int = 150
         "allele_1": a1, "allele_2": a2,
     }
     tmp = outputs.partial_path(prefix)
-    to_bed(f"{tmp}.bed", sim["dosage"].T.astype(np.float32), properties=props, count_A1=True)
-    for ext in (".fam", ".bim", ".bed"):  # the .bed last: its presence means a fileset
-        os.replace(f"{tmp}{ext}", f"{prefix}{ext}")
+    try:
+        to_bed(f"{tmp}.bed", sim["dosage"].T.astype(np.float32), properties=props,
+               count_A1=True)
+        for ext in (".fam", ".bim", ".bed"):  # the .bed last: its presence means a fileset
+            os.replace(f"{tmp}{ext}", f"{prefix}{ext}")
+    except OSError as e:
+        raise outputs.os_error(Path(f"{prefix}.bed"), e) from None
+    finally:  # a failure or an interrupt leaves no half-written file
+        for ext in (".fam", ".bim", ".bed"):
+            Path(f"{tmp}{ext}").unlink(missing_ok=True)
     return sim
 
 
@@ -66,15 +74,29 @@ def run_demo(out: str | os.PathLike = "dlmm-demo", *, seed: int = 1, n_families:
     prefix = out / "demo"
     if out.exists() and not out.is_dir():
         raise OptionError("out", f"{out} is a file", "give a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    outputs.check_new([Path(f"{prefix}{e}") for e in (".bed", ".bim", ".fam")], overwrite)
-    check_outputs(output_paths(prefix, ("pheno1",), ScanOptions()), overwrite, resume=False)
-    sim = write_demo_plink(prefix, seed=seed, n_families=n_families, n_variants=n_variants,
-                           n_causal=min(5, n_variants))
-    echo(f"simulated {sim['phenotype'].size} samples in {n_families} families x {n_variants} "
-         f"variants: {prefix}.bed/.bim/.fam")
-    result = execute(plan(prefix, out=prefix, overwrite=overwrite), client=client, echo=echo,
-                     on_block=on_block)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise outputs.os_error(out, e, "choose another --out") from None
+    try:
+        outputs.check_unlocked(prefix)
+        outputs.check_new([Path(f"{prefix}{e}") for e in (".bed", ".bim", ".fam")],
+                          overwrite)
+        check_outputs(output_paths(prefix, ("pheno1",), ScanOptions()), overwrite,
+                      resume=False)
+        with outputs.lock(prefix):  # from the genotypes written to the scan's last output
+            sim = write_demo_plink(prefix, seed=seed, n_families=n_families,
+                                   n_variants=n_variants, n_causal=min(5, n_variants))
+            echo(f"simulated {sim['phenotype'].size} samples in {n_families} families x "
+                 f"{n_variants} variants: {prefix}.bed/.bim/.fam")
+            result = execute(plan(prefix, out=prefix, overwrite=overwrite), client=client,
+                             echo=echo, on_block=on_block)
+    except BaseException:
+        if created:  # the folder made for this run, if nothing was kept in it
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     table = to_gemma_table(result.results)
     top = table.nsmallest(10, "p_lrt")[["chr", "rs", "ps", "af", "beta", "se", "p_lrt"]]
     causal = {f"snp{j + 1}" for j in sim["causal"]}

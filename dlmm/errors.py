@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["InputError", "OptionError", "DlmmWarning"]
 
 
@@ -16,11 +18,17 @@ class InputError(ValueError):
     """
 
     def __init__(self, source: str, problem: str, fix: str):
-        self.source, self.problem, self.fix = str(source), problem, fix
-        super().__init__(f"{source}: {problem}. Fix: {fix}")
+        # one line whatever the parts hold (a parser's message may span lines)
+        self.source, self.problem, self.fix = (_one_line(str(source)), _one_line(problem),
+                                               _one_line(fix))
+        super().__init__(f"{self.source}: {self.problem}. Fix: {self.fix}")
 
     def __reduce__(self):  # raised in a Dask task, it travels back to the client pickled
         return type(self), (self.source, self.problem, self.fix)
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s*[\r\n]+\s*", " ", text).strip()
 
 
 class OptionError(InputError):

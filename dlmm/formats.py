@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
+import pandas as pd
 import xarray as xr
 
 from . import io
-from .errors import InputError
+from .errors import DlmmWarning, InputError
+from .options import positive_int
+from .samples import few
 
 __all__ = ["open_genotypes", "genotype_format"]
 
@@ -36,10 +40,18 @@ def genotype_format(path: str | os.PathLike) -> tuple[str, str]:
     prefix, or one of its .bed/.bim/.fam files), ``pgen`` (a PLINK 2 prefix or one of its
     files), ``bgen`` (a .bgen), ``vcf`` (refused with the way to convert it), ``text``
     (the course lab's matrix)."""
+    g = str(path)
+    try:
+        return _format(g)
+    except OSError as e:  # a name too long, a loop of links, ...
+        raise InputError(g, f"cannot be opened ({e.strerror or e})",
+                         "check the path (a shorter name, a real file)") from None
+
+
+def _format(g: str) -> tuple[str, str]:
     from .pgen import pgen_prefix
     from .vcf import VCF_SUFFIXES
 
-    g = str(path)
     if io.is_url(g) or io.is_zarr_store(g) or Path(g).is_dir():
         return "zarr", g
     prefix = _strip(g, _PLINK1)
@@ -78,6 +90,7 @@ def open_genotypes(path: str | os.PathLike, *, chunk_size: int | None = None) ->
     the genotypes carry phenotypes (a .fam's columns 6..., a store's); ``attrs``:
     ``format`` and ``source`` (the path as given).
     """
+    positive_int("chunk_size", chunk_size)
     fmt, where = genotype_format(path)
     chunk = chunk_size or io.DEFAULT_CHUNK
     if fmt == "zarr":
@@ -95,5 +108,19 @@ def open_genotypes(path: str | os.PathLike, *, chunk_size: int | None = None) ->
         ds = read_vcf(where)
     else:
         ds = io.read_text_genotypes(where, chunk_size=chunk)
-    ds.attrs.update(format=fmt, source=str(path))
+    ds.attrs.update(format=fmt, source=str(path),
+                    sample_source=f"{where}.fam" if fmt == "plink" else str(path))
+    _warn_duplicate_ids(ds, f"{where}.bim" if fmt == "plink" else str(path))
     return ds
+
+
+def _warn_duplicate_ids(ds: xr.Dataset, source: str) -> None:
+    """Duplicated variant ids are kept (each variant is tested) but named: the tables
+    cannot tell those rows apart, nor --kinship-variants those variants."""
+    ids = pd.Index(ds["variant_id"].values)
+    if ids.is_unique:
+        return
+    dup = ids[ids.duplicated()].unique()
+    warnings.warn(f"{source}: {len(dup)} variant id(s) given to more than one variant "
+                  f"({few(dup)}); the result tables have a row for each",
+                  DlmmWarning, stacklevel=2)

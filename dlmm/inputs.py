@@ -18,7 +18,7 @@ import xarray as xr
 from . import io, samples
 from .errors import DlmmWarning, InputError, OptionError
 from .options import ScanOptions
-from .samples import Kinship, SampleTable
+from .samples import Kinship, SampleTable, few
 
 __all__ = ["ScanInputs", "prepare_inputs", "as_kinship", "trait_groups"]
 
@@ -107,6 +107,10 @@ def _covariate_table(covariates, columns, n: int, notes: list, warn: list):
     table = samples.select_columns(samples.as_sample_table(covariates, "covariate"),
                                    columns, option="covar_name")
     W = table.values
+    empty = [name for name, col in zip(table.names, W.T) if np.isnan(col).all()]
+    if empty:
+        raise InputError(table.source, f"covariate column(s) {few(empty)} missing (NA) for "
+                         "every sample", "fill them in, or leave them out (--covar-name)")
     finite = W[~np.isnan(W).any(axis=1)]
     constant = finite.shape[0] > 0 and (np.ptp(finite, axis=0) == 0).any()
     if table.has_ids and not constant:  # PLINK 2 style: the intercept is implied
@@ -142,12 +146,13 @@ def prepare_inputs(ds: xr.Dataset, phenotypes=None, *, traits=None, covariates=N
     sample_id = ds["sample_id"].values
     notes, warn = [], []
     pheno = _phenotype_table(ds, phenotypes, traits)
-    joined = samples.join(pheno, sample_id, "phenotype")
+    ids_from = ds.attrs.get("sample_source", ds.attrs.get("source", "genotypes"))
+    joined = samples.join(pheno, sample_id, "phenotype", id_source=ids_from)
     notes.append(joined.note)
     Y = joined.values
     cov = _covariate_table(covariates, covariate_columns, n, notes, warn)
     if isinstance(cov, SampleTable):
-        cj = samples.join(cov, sample_id, "covariate")
+        cj = samples.join(cov, sample_id, "covariate", id_source=ids_from)
         notes.append(cj.note)
         W, cov_source = cj.values, cov.source
     else:
@@ -161,7 +166,7 @@ def prepare_inputs(ds: xr.Dataset, phenotypes=None, *, traits=None, covariates=N
             raise OptionError("kinship_variants", "the kinship variants define the kinship; "
                               "not with --kinship", "drop one of the two options")
         kin = as_kinship(kinship)
-        pos, note = samples.join_kinship(kin, sample_id)
+        pos, note = samples.join_kinship(kin, sample_id, id_source=ids_from)
         notes.append(note)
     for w in warn:
         warnings.warn(w, DlmmWarning, stacklevel=2)

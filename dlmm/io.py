@@ -19,7 +19,8 @@ import pandas as pd
 import xarray as xr
 
 from .errors import InputError
-from .samples import Kinship, check_unique, few, need_file, read_text, to_float
+from .samples import (Kinship, check_text, check_unique, few, need_file, read_text,
+                      to_float)
 
 __all__ = [
     "balanced_chunks",
@@ -36,6 +37,7 @@ __all__ = [
     "is_url",
     "is_zarr_store",
     "open_store",
+    "check_arrays",
 ]
 
 DEFAULT_CHUNK = 10_000
@@ -281,6 +283,7 @@ def _read_kinship_file(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
                 return z["kinship"].astype(np.float64), _strings(z["sample_id"])
         if p.suffix == ".npy":
             return np.load(p, allow_pickle=False).astype(np.float64), None
+        check_text(p, "kinship")
         return _read_matrix_text(p), None
     except InputError:
         raise
@@ -351,19 +354,23 @@ def kinship_variants(spec: str | int, variant_id) -> np.ndarray:
                              f"give a count between 1 and {m}, or a file of variant ids")
         return np.unique(np.linspace(0, m - 1, count).round().astype(np.int64))
     path = need_file(text, "kinship variant list")
-    wanted = path.read_text().split()
+    check_text(path, "kinship variant list")
+    wanted = path.read_text(errors="replace").split()
     if not wanted:
         raise InputError(path, "the kinship variant list is empty",
                          "list variant ids, one per line")
-    index: dict[str, int] = {}
-    for j, v in enumerate(str(v) for v in np.asarray(variant_id, dtype=object)):
-        index.setdefault(v, j)
-    unknown = [v for v in wanted if v not in index]
+    ids = pd.Index(np.asarray(variant_id, dtype=object).astype(str))
+    unknown = [v for v in wanted if v not in ids]
     if unknown:
         raise InputError(path, f"{len(unknown)} of {len(wanted)} kinship variant ids are not in "
                          f"the genotypes ({few(unknown)})",
                          "list ids of the genotypes' variants (variant_id, PLINK .bim column 2)")
-    return np.unique(np.array([index[v] for v in wanted], dtype=np.int64))
+    twice = ids[ids.duplicated(keep=False) & ids.isin(wanted)].unique()
+    if len(twice):
+        raise InputError(path, f"{len(twice)} kinship variant id(s) name more than one "
+                         f"variant of the genotypes ({few(twice)})", "give those variants "
+                         "distinct ids (.bim column 2), or list others")
+    return np.unique(ids.get_indexer_for(wanted).astype(np.int64))
 
 
 def validate_kinship(K: np.ndarray, source, n_samples: int | None = None, *,
@@ -455,9 +462,12 @@ def _read_rows(path: str, name: str, start: int, stop: int) -> np.ndarray:
     try:
         return zarr.open_array(path, path=name, mode="r")[start:stop]
     except Exception as e:  # zarr, numcodecs and fsspec raise many types
-        raise InputError(path, f"{name}[{start}:{stop}] cannot be read ({type(e).__name__}: "
-                         f"{e})", "rewrite the store (`dlmm convert`, bio2zarr); blocks already "
-                         "written are kept for --resume") from None
+        error = InputError(path, f"{name}[{start}:{stop}] cannot be read ({type(e).__name__}: "
+                           f"{e})", "rewrite the store (`dlmm convert`, bio2zarr); blocks "
+                           "already written are kept for --resume")
+    # raised outside the except: a task's error travels with its context (Dask pickles
+    # it), and a context that does not unpickle turns it into a bare Exception
+    raise error
 
 
 def _read_block(store: str, variable: str, block_info=None) -> np.ndarray:
@@ -535,6 +545,7 @@ def open_store(path: str | os.PathLike, chunk_size: int | None = None) -> xr.Dat
         raise InputError(p, "not a Zarr store (no .zgroup, .zmetadata or zarr.json)",
                          "give a store written by `dlmm convert`, bio2zarr or sgkit")
     ds = open_zarr(p, "rewrite it with `dlmm convert`", mask_and_scale=False)
+    check_arrays(p, ds)
     ds = ds.assign(call_dosage=(("variants", "samples"), _store_dosage(p, ds, chunk_size)))
     for need in ("sample_id", "variant_position"):
         if need not in ds:
@@ -550,6 +561,19 @@ def open_store(path: str | os.PathLike, chunk_size: int | None = None) -> xr.Dat
     strings = {v: (ds[v].dims, _strings(ds[v].values).astype(object))
                for v in ("sample_id", "variant_id", "contig_id", "variant_allele")}
     return ds.assign(strings)
+
+
+def check_arrays(p, ds: xr.Dataset) -> None:
+    """Every array the store's (consolidated) metadata lists has its folder: a missing
+    one would read as its fill value."""
+    if is_url(p):  # listing a URL costs a request per array
+        return
+    p = Path(p)
+    missing = [v for v in ds.variables if not (p / v).is_dir()]
+    if missing:
+        where = "their folders are" if len(missing) > 1 else "its folder is"
+        raise InputError(p, f"the store lists {few(missing)} but {where} missing",
+                         "rewrite the store (`dlmm convert`, bio2zarr), or copy it whole")
 
 
 def _store_dosage(p, ds: xr.Dataset, chunk_size: int | None):

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, replace
 from . import schema
 from .errors import OptionError
 
-__all__ = ["ScanOptions", "GrmOptions", "DEFAULT_MAF", "DEFAULT_MAX_MISSING"]
+__all__ = ["ScanOptions", "GrmOptions", "DEFAULT_MAF", "DEFAULT_MAX_MISSING",
+           "positive_int"]
 
 DEFAULT_MAF = 0.01
 DEFAULT_MAX_MISSING = 0.05
@@ -36,7 +37,9 @@ def _in_range(name: str, value, lo, hi) -> None:
                           f"give a number from {lo:g} to {hi:g}")
 
 
-def _positive_int(name: str, value, none_ok: bool = True) -> None:
+def positive_int(name: str, value, none_ok: bool = True) -> None:
+    """``value`` is a whole number >= 1 (or None, with ``none_ok``), else an OptionError
+    naming the option ``name``."""
     if value is None and none_ok:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -48,7 +51,7 @@ def check_filters(maf, max_missing, chunk_size) -> None:
     """GEMMA's variant filters and the variants per task (None: from a byte budget)."""
     _in_range("maf", maf, 0.0, 0.5)
     _in_range("max_missing", max_missing, 0.0, 1.0)
-    _positive_int("chunk_size", chunk_size)
+    positive_int("chunk_size", chunk_size)
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ class ScanOptions:
                 and self.em_tol > 0):
             raise OptionError("em_tol", f"{self.em_tol!r} is not a positive finite number",
                               "give e.g. 1e-5")
-        _positive_int("em_max_iter", self.em_max_iter, none_ok=False)
+        positive_int("em_max_iter", self.em_max_iter, none_ok=False)
         try:
             tests = schema.parse_tests(self.tests)
         except ValueError as e:
@@ -111,7 +114,7 @@ class ScanOptions:
                               "comma-separated list of them") from None
         object.__setattr__(self, "tests", tests)
         check_filters(self.maf, self.max_missing, self.chunk_size)
-        _positive_int("kinship_rank", self.kinship_rank)
+        positive_int("kinship_rank", self.kinship_rank)
         _choice("rotation_dtype", self.rotation_dtype, ("float64", "float32"))
         formats = (self.formats,) if isinstance(self.formats, str) else tuple(self.formats)
         for f in formats:

@@ -105,6 +105,7 @@ def plan(genotypes, phenotypes=None, *, out: str | os.PathLike, traits=None,
                       "(pip install 'dlmm[plot]', or pass --no-plot)", DlmmWarning,
                       stacklevel=2)
         options = options.replace(plot=False)
+    outputs.check_unlocked(out)
     ds = genotypes if isinstance(genotypes, xr.Dataset) else open_genotypes(
         genotypes, chunk_size=chunk_size or options.chunk_size)
     inputs = prepare_inputs(ds, phenotypes, traits=traits, covariates=covariates,
@@ -116,8 +117,11 @@ def plan(genotypes, phenotypes=None, *, out: str | os.PathLike, traits=None,
              "phenotypes": _path(phenotypes), "covariates": _path(covariates),
              "kinship": _path(kinship), "kinship_variants": _path(options.kinship_variants)}
     prov = provenance.provenance(roles, command)
-    identities = {role: {k: v for k, v in ident.items() if k != "path"}
+    # a file is identified by its size, time and content, wherever it is; a URL by itself
+    identities = {role: {k: v for k, v in ident.items() if k != "path" or len(ident) == 1}
                   for role, ident in prov["inputs"].items()}
+    if resume:  # refuse a mismatch now, not after the GRM pass and the null fits
+        results.check_resumable(paths.store, _known_fingerprint(ds, options, identities))
     # a given kinship needs no pass over the genotypes: its eigendecomposition (which
     # checks it positive semi-definite) and the null fits run here, before any cluster
     strata = (scanner.setup(ds, inputs, options, echo=echo) if inputs.kinship is not None
@@ -137,11 +141,23 @@ def plotting_installed() -> bool:
                for m in ("holoviews", "bokeh", "datashader", "matplotlib"))
 
 
+def _known_fingerprint(ds: xr.Dataset, options: ScanOptions, identities: dict) -> dict:
+    """The part of a run's fingerprint known before any work (see :func:`execute`)."""
+    known = dict(options.result_options(), center=scanner.resolve_center(options, ds),
+                 inputs=identities, dlmm_version=provenance.version())
+    if not options.loco:  # the blocks are the genotypes' chunks (LOCO splits them)
+        from .kinship import dosage_blocks
+
+        known["chunks"] = [int(c) for c in dosage_blocks(ds).chunks[0]]
+    return known
+
+
 def check_outputs(paths: Outputs, overwrite: bool, resume: bool) -> None:
     """Nothing is replaced without ``overwrite``; a resume needs an interrupted store."""
+    for p in [paths.store, *paths.files()]:
+        outputs.check_writable(p)
     partial = outputs.partial_path(paths.store)
     if resume:  # finish the blocks of an interrupted store, or a complete store's outputs
-        outputs.check_writable(paths.store)
         if not partial.is_dir() and not results.is_complete(paths.store):
             raise InputError(paths.store, "nothing to resume: no interrupted scan "
                              f"({partial.name}) and no complete result store",
@@ -204,20 +220,36 @@ def execute(plan: RunPlan, *, client=None, echo=None, on_block=None) -> RunResul
             results.check_complete_matches(store, fingerprint)
             if all(p.exists() for p in plan.outputs.files()):
                 echo(f"the scan is complete: {store} and its outputs exist (nothing to do)")
-                return RunResult(plan.outputs, results.load_results(store, index=False), 0.0)
+                return RunResult(plan.outputs, results.load_results(store), 0.0)
         else:
             results.write_results(lazy, store, resume=plan.resume, overwrite=plan.overwrite,
                                   client=client, on_block=on_block, fingerprint=fingerprint)
         res = results.load_results(store, index=False)
+        _some_tested(res, plan)
         minutes = (time.perf_counter() - t0) / 60
-        for i, trait in enumerate(plan.inputs.traits):
-            _write_trait(res, i, trait, plan, minutes, echo)
-        if plan.outputs.report is not None:
-            from .report import write_report
+        try:
+            for i, trait in enumerate(plan.inputs.traits):
+                _write_trait(res, i, trait, plan, minutes, echo)
+            if plan.outputs.report is not None:
+                from .report import write_report
 
-            warming.join()
-            echo(f"report: {write_report(res, plan.outputs.report)}")
+                warming.join()
+                echo(f"report: {write_report(res, plan.outputs.report)}")
+        except InputError as e:  # a table, log or report could not be written (disk)
+            raise InputError(e.source, e.problem, "free space, then rerun with --resume "
+                             f"(the results are complete in {store})") from None
     return RunResult(plan.outputs, results.index_variants(res), minutes)
+
+
+def _some_tested(res: xr.Dataset, plan: RunPlan) -> None:
+    """A scan that tested no variant (every one filtered out) is an error, and leaves
+    no result store."""
+    if res["variant_lmm_tested"].values.any():
+        return
+    outputs.remove(plan.outputs.store)
+    raise InputError(plan.genotypes.attrs.get("source", "genotypes"), "no variant passes "
+                     "the filters (maf, max_missing) on the analysed samples",
+                     "lower --maf or raise --max-missing")
 
 
 def _write_trait(res: xr.Dataset, i: int, trait: str, plan: RunPlan, minutes: float,
@@ -264,17 +296,20 @@ def run_grm(genotypes, *, out: str | os.PathLike, phenotypes=None, traits=None,
     zpath = Path(f"{out}.zarr")
     txt = Path(f"{out}.{'sXX' if options.standardise else 'cXX'}.txt")
     written = [zpath, txt] if options.gemma_text else [zpath]
+    outputs.check_unlocked(out)
     outputs.check_new(written, overwrite, dirs=(zpath,))
     ids = ds["sample_id"].values
+    ids_from = ds.attrs.get("sample_source", ds.attrs.get("source", "genotypes"))
     mask = np.ones(ds.sizes["samples"], dtype=bool)
     if phenotypes is not None or "sample_phenotype" in ds:
-        y = samples.join(_phenotype_table(ds, phenotypes, traits or 1), ids, "phenotype")
+        y = samples.join(_phenotype_table(ds, phenotypes, traits or 1), ids, "phenotype",
+                         id_source=ids_from)
         mask &= ~np.isnan(y.values[:, 0])
     W = np.ones((len(mask), 1))
     if covariates is not None:
         table = samples.select_columns(samples.as_sample_table(covariates, "covariate"),
                                        covariate_columns, option="covar_name")
-        W = samples.join(table, ids, "covariate").values
+        W = samples.join(table, ids, "covariate", id_source=ids_from).values
         mask &= ~np.isnan(W).any(axis=1)
     if not mask.any():
         raise InputError(out, "no sample has both a phenotype and the covariates",

@@ -27,12 +27,14 @@ def version() -> str:
 
 def _files(path: Path) -> list[Path]:
     """The files of an input: itself, a PLINK prefix's three, a store's every file."""
+    plink = (".bed", ".bim", ".fam")
     if path.is_dir():
         return sorted(p for p in path.rglob("*") if p.is_file())
-    if path.exists():
+    if path.suffix in plink and path.with_suffix(".bed").exists():  # a .bed given: all three
+        path = path.with_suffix("")
+    elif path.exists():
         return [path]
-    return [Path(f"{path}{ext}") for ext in (".bed", ".bim", ".fam")
-            if Path(f"{path}{ext}").exists()]
+    return [Path(f"{path}{ext}") for ext in plink if Path(f"{path}{ext}").exists()]
 
 
 def file_identity(path: str | os.PathLike) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -262,12 +263,18 @@ def write_plots(results: str | os.PathLike, html_path: str | os.PathLike, *,
         raise OptionError("top", f"{n_top} is negative", "give 0 or more top hits")
     res = results_mod.load_results(results)
     paths = [Path(html_path)] + ([Path(png)] if png else [])
-    store = Path(results).resolve()
-    for p in paths:
-        if store in p.resolve().parents or p.resolve() == store:
+    real = [Path(os.path.realpath(p)) for p in paths]  # (Path.resolve fails on loops)
+    store = Path(os.path.realpath(results))
+    for p, r in zip(paths, real):
+        if store in r.parents or r == store:
             raise InputError(p, "is inside the result store", "write the report elsewhere")
+    if len(paths) == 2 and real[0] == real[1]:
+        raise InputError(paths[1], "is given for the HTML report and the PNG: one file "
+                         "written twice", "give --png another name")
+    outputs.check_unlocked(paths[0])
     outputs.check_new(paths, overwrite)
-    written = [write_report(res, html_path, significance=significance, n_top=n_top)]
-    if png:
-        written.append(write_png(res, png, significance=significance, n_top=n_top))
+    with outputs.lock(paths[0]):
+        written = [write_report(res, html_path, significance=significance, n_top=n_top)]
+        if png:
+            written.append(write_png(res, png, significance=significance, n_top=n_top))
     return written

@@ -23,9 +23,14 @@ from . import outputs, progress, schema
 from .errors import InputError
 
 __all__ = ["ResultStore", "write_results", "open_results", "load_results", "index_variants",
-           "is_complete", "check_complete_matches", "ZARR_FORMAT"]
+           "is_complete", "check_complete_matches", "check_resumable", "ZARR_FORMAT"]
 
 ZARR_FORMAT = 2  # as bio2zarr's VCF Zarr stores; opened by sgkit and xarray alike
+
+
+#: attrs that do not identify a result: notes, and the inputs' paths as given (their
+#: identities are fingerprinted: the same files by another path resume)
+_NOT_FINGERPRINTED = ("sample_notes", "provenance", "source", "kinship")
 
 
 def _lazy_names(res: xr.Dataset) -> list[str]:
@@ -47,8 +52,7 @@ class ResultStore:
     def fingerprint_of(res: xr.Dataset, extra: dict | None = None) -> str:
         """What must match for a resume to reuse blocks: the options and inputs in
         ``res.attrs`` (and ``extra``), the variables and the blocks' layout."""
-        fp = {k: res.attrs.get(k) for k in sorted(res.attrs)
-              if k not in ("sample_notes", "provenance")}
+        fp = {k: res.attrs.get(k) for k in sorted(res.attrs) if k not in _NOT_FINGERPRINTED}
         fp.update(extra or {})
         fp["variables"] = _lazy_names(res)
         fp["chunks"] = list(res["variant_lmm_tested"].chunks[0])
@@ -91,21 +95,13 @@ class ResultStore:
     @classmethod
     def reopen(cls, path, fingerprint: str) -> "ResultStore":
         """The interrupted store of ``path`` (``NAME.zarr.partial``), to finish it."""
-        import zarr
-
         path = Path(path)
         tmp = outputs.partial_path(path)
         if not tmp.is_dir():
             what = "is complete" if is_complete(path) else "has no interrupted scan"
             raise InputError(path, f"nothing to resume: {path.name} {what}",
                              "run without --resume (with --overwrite to replace it)")
-        try:
-            group = zarr.open_group(str(tmp), mode="r+")
-            old = group.attrs.get("dlmm_fingerprint")
-            done, run = group["blocks/done"][:], group["blocks/run"][:]
-        except Exception as e:  # a store broken by a crash while laid out
-            raise InputError(tmp, f"the interrupted store cannot be read ({type(e).__name__})",
-                             "start again with --overwrite") from None
+        old, done, run = _read_partial(tmp)
         _same_fingerprint(path, old, fingerprint)
         return cls(path, tmp, int(run.max(initial=-1)) + 1, done.astype(bool))
 
@@ -146,6 +142,48 @@ class ResultStore:
         return outputs.replace_dir(self.tmp, self.path)
 
 
+def _read_partial(tmp: Path) -> tuple[str | None, np.ndarray, np.ndarray]:
+    """The fingerprint and the blocks' ``done`` and ``run`` of an interrupted store."""
+    import zarr
+
+    try:
+        group = zarr.open_group(str(tmp), mode="r")
+        old = group.attrs.get("dlmm_fingerprint")
+        done, run = group["blocks/done"][:], group["blocks/run"][:]
+    except Exception as e:  # a store broken by a crash while laid out, or edited
+        error = InputError(tmp, f"the interrupted store cannot be read ({type(e).__name__})",
+                           "start again with --overwrite")
+    else:
+        return old, done, run
+    raise error
+
+
+def check_resumable(path, known: dict) -> None:
+    """Before any work: the interrupted store of ``path`` (else the complete one) can be
+    read and was made with the options and inputs ``known`` (a part of the fingerprint:
+    keys as in :meth:`ResultStore.fingerprint_of`), else an InputError saying what
+    changed.  The whole fingerprint is compared again when the scan is set up."""
+    import zarr
+
+    path = Path(path)
+    tmp = outputs.partial_path(path)
+    if tmp.is_dir():
+        old = _read_partial(tmp)[0]
+    else:
+        try:
+            old = zarr.open_group(str(path), mode="r").attrs.get("dlmm_fingerprint")
+        except Exception:
+            old = None
+    try:
+        recorded = json.loads(old)
+    except (TypeError, ValueError):
+        raise InputError(path, "cannot resume: the store was made by another dlmm "
+                         "version", "start again with --overwrite") from None
+    new = json.loads(json.dumps(known, sort_keys=True, default=str))
+    part = {k: recorded.get(k) for k in new}
+    _same_fingerprint(path, json.dumps(part, sort_keys=True), json.dumps(new, sort_keys=True))
+
+
 def _same_fingerprint(path, old: str | None, new: str) -> None:
     if old != new:
         raise InputError(path, "cannot resume: " + _what_changed(old, new),
@@ -168,6 +206,14 @@ def _json_attrs(attrs: dict) -> dict:
                                  else str(v)))
 
 
+#: how a changed fingerprint entry is named: the option's flag, or what it stands for
+_CHANGED = {"chunks": "chunk size (--chunk-size)", "center": "kinship centring "
+            "(--no-center-kinship)", "tests": "tests (--test)", "variables": "tests or model",
+            "inputs_digest": "phenotype, covariate or kinship values",
+            "kinship_variants_used": "kinship variants (--kinship-variants)",
+            "n_samples_total": "number of samples", "dlmm_version": "dlmm version"}
+
+
 def _what_changed(old: str | None, new: str) -> str:
     """Which recorded options or inputs differ between two fingerprints."""
     try:
@@ -175,9 +221,30 @@ def _what_changed(old: str | None, new: str) -> str:
     except (TypeError, ValueError):
         return "the store was made by another dlmm version"
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    names = {"chunks": "chunk size", "inputs_digest": "phenotype, covariate or kinship "
-             "values", "variables": "tests or model"}
-    return "changed since the interrupted run: " + ", ".join(names.get(k, k) for k in keys)
+    named = []
+    for k in keys:
+        if k == "inputs":
+            named += _inputs_changed(a.get(k) or {}, b.get(k) or {})
+        else:
+            named.append(_CHANGED.get(k, f"{k} (--{k.replace('_', '-')})"))
+    return "changed since the first run: " + ", ".join(dict.fromkeys(named))
+
+
+def _inputs_changed(a: dict, b: dict) -> list[str]:
+    """``role (what differs)`` for each input file whose identity changed."""
+    out = []
+    for role in sorted(set(a) | set(b)):
+        if a.get(role) == b.get(role):
+            continue
+        name = role.replace("_", " ")
+        if role not in a or role not in b:
+            out.append(f"{name} ({'given' if role in b else 'not given'} now)")
+        else:
+            fields = [f for f in ("size", "sha256", "mtime", "path")
+                      if a[role].get(f) != b[role].get(f)]
+            how = "rewritten" if {"size", "sha256"} & set(fields) else "touched"
+            out.append(f"{name} file ({how}: {', '.join(fields)} differ)")
+    return out
 
 
 def _block_tasks(res: xr.Dataset, lazy: list[str], todo: list[int]):
@@ -234,9 +301,25 @@ def write_results(res: xr.Dataset, path: str | os.PathLike, *, resume: bool = Fa
         store = ResultStore.reopen(path, fingerprint)
     else:
         outputs.check_new([path], overwrite, dirs=(path,))
-        store = ResultStore.initialise(res, path, fingerprint)
-    store.write_blocks(res, client=client, on_block=on_block)
-    return store.finalise()
+        try:
+            store = ResultStore.initialise(res, path, fingerprint)
+        except BaseException as e:  # e.g. a full disk, Ctrl-C: nothing to keep
+            outputs.discard(outputs.partial_path(path))
+            if isinstance(e, OSError):
+                raise outputs.os_error(path, e) from None
+            raise
+    try:
+        store.write_blocks(res, client=client, on_block=on_block)
+        return store.finalise()
+    except BaseException as e:  # a full disk, a corrupt chunk, Ctrl-C, ...
+        kept = store.done.any()  # finished work is kept for --resume, else nothing
+        if not kept:
+            outputs.discard(store.tmp)
+        if not isinstance(e, OSError):
+            raise
+        raise (outputs.os_error(path, e, f"free space, then rerun with --resume (the "
+                                f"finished blocks are in {store.tmp.name})") if kept
+               else outputs.os_error(path, e)) from None
 
 
 def is_complete(path: str | os.PathLike) -> bool:
@@ -258,10 +341,24 @@ def open_results(path: str | os.PathLike, *, index: bool = True) -> xr.Dataset:
 
 def load_results(path: str | os.PathLike, *, index: bool = True) -> xr.Dataset:
     """A complete result store read into memory (one read per variable, no Dask task per
-    Zarr chunk).  ``index``: ``variants`` indexed by chromosome and position
-    (:func:`index_variants`)."""
+    Zarr chunk); a variable that cannot be read is an InputError naming it.  ``index``:
+    ``variants`` indexed by chromosome and position (:func:`index_variants`)."""
+    from .io import check_arrays
+
     _check_complete(path)
-    res = xr.open_zarr(path, consolidated=True, chunks=None).load()
+    fix = "rerun the scan (with --overwrite) or restore the store from a copy"
+    try:
+        res = xr.open_zarr(path, consolidated=True, chunks=None)
+    except Exception as e:  # zarr and xarray raise many types
+        raise InputError(path, f"the result store cannot be opened ({type(e).__name__})",
+                         fix) from None
+    check_arrays(path, res)
+    for name in list(res.variables):
+        try:
+            res.variables[name].load()
+        except Exception as e:  # a corrupt or unreadable chunk
+            raise InputError(path, f"{name} cannot be read ({type(e).__name__}: {e})",
+                             fix) from None
     return index_variants(res) if index else res
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,7 +23,8 @@ import pandas as pd
 from .errors import InputError
 
 __all__ = ["SampleTable", "Joined", "Kinship", "read_sample_table", "as_sample_table",
-           "select_columns", "join", "join_kinship", "check_unique", "few", "MISSING"]
+           "select_columns", "join", "join_kinship", "check_unique", "check_text", "few",
+           "MISSING"]
 
 #: Text read as a missing value (GEMMA: NA and -9; PLINK: also NaN and '.').
 MISSING = ("NA", "na", "NaN", "nan", "-9", "-9.0", ".")
@@ -81,8 +83,25 @@ def check_unique(ids: np.ndarray, source, what: str = "sample id") -> None:
                          f"give each {what} once")
 
 
+#: compressed text pandas reads by its suffix
+_COMPRESSED = (".gz", ".bz2", ".zip", ".xz", ".zst")
+
+
+def check_text(path: Path, what: str) -> None:
+    """A file given as a text table holds text: control bytes (a .bed, a .pgen, a
+    binary matrix) are an error naming the file, not a parser's puzzle."""
+    if Path(path).suffix in _COMPRESSED:
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if re.search(rb"[\x00-\x08\x0e-\x1f]", head):
+        raise InputError(path, f"the {what} file is not text (it holds binary data)",
+                         "give a whitespace-separated text table")
+
+
 def read_text(path: Path, what: str, header: bool = False) -> pd.DataFrame:
     """A whitespace-separated text table, every field a string (pandas' C parser)."""
+    check_text(path, what)
     try:
         return pd.read_csv(path, sep=r"\s+", header=0 if header else None, dtype=str,
                            comment=None, keep_default_na=False, na_values=[""],
@@ -96,6 +115,9 @@ def read_text(path: Path, what: str, header: bool = False) -> pd.DataFrame:
     except UnicodeDecodeError:
         raise InputError(path, f"the {what} file is not text",
                          "give a whitespace-separated text table") from None
+    except (OSError, EOFError) as e:  # e.g. a .gz that is not gzip
+        raise InputError(path, f"the {what} file cannot be read ({type(e).__name__}: {e})",
+                         "give a whitespace-separated text table (or it gzipped)") from None
 
 
 def to_float(df: pd.DataFrame, path, what: str, first_line: int = 1) -> np.ndarray:
@@ -128,12 +150,19 @@ def _is_number(v: str) -> bool:
 def need_file(path, what: str) -> Path:
     """``path`` as a readable file, or an InputError saying why not."""
     p = Path(path)
-    if p.is_dir():
-        raise InputError(p, f"is a folder, not a {what} file", "give the file's path")
-    if not p.is_file():
-        raise InputError(p, f"{what} file not found", "check the path")
-    if not os.access(p, os.R_OK):
-        raise InputError(p, f"{what} file is not readable", "check its permissions")
+    try:
+        if p.is_dir():
+            raise InputError(p, f"is a folder, not a {what} file", "give the file's path")
+        if p.exists() and not p.is_file():
+            raise InputError(p, f"is not a regular file (a device, a pipe?), not a {what} "
+                             "file", "give the file's path")
+        if not p.is_file():
+            raise InputError(p, f"{what} file not found", "check the path")
+        if not os.access(p, os.R_OK):
+            raise InputError(p, f"{what} file is not readable", "check its permissions")
+    except OSError as e:  # a name too long, a loop of links
+        raise InputError(p, f"{what} file cannot be opened ({e.strerror or e})",
+                         "check the path") from None
     return p
 
 
@@ -266,8 +295,10 @@ def select_columns(table: SampleTable, spec=None, *, option: str = "pheno_col") 
                    names=tuple(table.names[j] for j in picked))
 
 
-def join(table: SampleTable, sample_id: np.ndarray, what: str) -> Joined:
-    """``table`` in the genotypes' sample order (see the module's docstring)."""
+def join(table: SampleTable, sample_id: np.ndarray, what: str, *,
+         id_source: str = "genotypes") -> Joined:
+    """``table`` in the genotypes' sample order (see the module's docstring);
+    ``id_source`` names where ``sample_id`` comes from (e.g. the .fam), in errors."""
     n = len(sample_id)
     if not table.has_ids:
         if table.values.shape[0] != n:
@@ -278,7 +309,7 @@ def join(table: SampleTable, sample_id: np.ndarray, what: str) -> Joined:
         return Joined(table.values, table.names,
                       f"{table.source}: rows taken in the genotypes' sample order (no ids)")
     genotype_ids = np.asarray(sample_id).astype(str)
-    check_unique(genotype_ids, "genotypes", "genotype sample id")
+    check_unique(genotype_ids, id_source, "genotype sample id")
     pos = pd.Index(table.ids).get_indexer(genotype_ids)
     found = pos >= 0
     if not found.any():
@@ -294,9 +325,11 @@ def join(table: SampleTable, sample_id: np.ndarray, what: str) -> Joined:
     return Joined(values, table.names, note)
 
 
-def join_kinship(kinship: Kinship, sample_id: np.ndarray) -> tuple[np.ndarray, str]:
+def join_kinship(kinship: Kinship, sample_id: np.ndarray, *,
+                 id_source: str = "genotypes") -> tuple[np.ndarray, str]:
     """Where each genotype sample is in the kinship: (samples,) int positions, -1 for a
-    sample the kinship lacks (dropped from the scan); and the log's note."""
+    sample the kinship lacks (dropped from the scan); and the log's note (``id_source``
+    as in :func:`join`)."""
     k = kinship.values.shape[0]
     n = len(sample_id)
     if kinship.ids is None:
@@ -306,7 +339,7 @@ def join_kinship(kinship: Kinship, sample_id: np.ndarray) -> tuple[np.ndarray, s
                              "their order, or one with sample ids (.npz, dlmm grm's Zarr)")
         return np.arange(n), f"{kinship.source}: rows taken in the genotypes' sample order"
     genotype_ids = np.asarray(sample_id).astype(str)
-    check_unique(genotype_ids, "genotypes", "genotype sample id")
+    check_unique(genotype_ids, id_source, "genotype sample id")
     pos = pd.Index(kinship.ids).get_indexer(genotype_ids)
     found = int((pos >= 0).sum())
     if found == 0:

@@ -135,7 +135,7 @@ def parse_tests(test: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
         names = [t for t in names if t != "all"] + list(LMM_TESTS)
     bad = [t for t in names if t not in TESTS]
     if bad or not names:
-        raise ValueError(f"unknown test {','.join(bad) or repr(test)}")
+        raise ValueError(f"unknown test {', '.join(map(repr, bad)) or repr(test)}")
     return tuple(t for t in TESTS if t in names)
 
 

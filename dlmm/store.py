@@ -30,7 +30,11 @@ def convert(ds: xr.Dataset, path: str | os.PathLike, *, chunk_size: int = 10_000
 
     import dask.array as da
 
+    from .options import positive_int
+
+    positive_int("chunk_size", chunk_size, none_ok=False)
     path = Path(path)
+    outputs.check_unlocked(path)
     outputs.check_new([path], overwrite, dirs=(path,))
     dosage = ds["call_dosage"].data
     if not isinstance(dosage, da.Array):
@@ -54,7 +58,8 @@ def convert(ds: xr.Dataset, path: str | os.PathLike, *, chunk_size: int = 10_000
     for v in out.data_vars:
         if v.startswith("variant_"):
             enc[v]["chunks"] = (chunk_size,) + out[v].shape[1:]
-    return _to_zarr_renamed(out, path, enc)
+    with outputs.lock(path):
+        return _to_zarr_renamed(out, path, enc)
 
 
 def _codec(cname: str, clevel: int, shuffle: str, blocksize: int = 0):
@@ -93,10 +98,10 @@ def _to_zarr_renamed(ds: xr.Dataset, path: Path, encoding: dict) -> Path:
         ds.to_zarr(tmp, mode="w", zarr_format=ZARR_FORMAT, consolidated=True,
                    encoding=encoding)
     except OSError as e:
-        outputs.remove(tmp)
+        outputs.discard(tmp)
         raise outputs.os_error(path, e) from None
     except BaseException:
-        outputs.remove(tmp)
+        outputs.discard(tmp)
         raise
     return outputs.replace_dir(tmp, path)
 

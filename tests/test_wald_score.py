@@ -134,6 +134,6 @@ def test_default_is_lrt_and_bad_test_is_a_clear_error(tmp_path):
     assert parse_tests("ols,all") == ("lrt", "wald", "score", "ols")
     assert ScanOptions().tests == ("lrt",)
     assert kernels.result_columns("additive") == kernels.result_columns("additive", ("lrt",))
-    with pytest.raises(OptionError, match="unknown test wlad") as e:
+    with pytest.raises(OptionError, match="unknown test 'wlad'") as e:
         ScanOptions(tests="wlad")
     assert e.value.as_flag().startswith("--test: ")
