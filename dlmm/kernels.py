@@ -453,85 +453,126 @@ def _assemble(FF, FX, XX, c0):
     return M
 
 
-def _gram_shared(w, F, X, rest=None):
-    """Gram matrices for weights shared by all variants.
+def _moments(E, F, X):
+    """Weighted sums of ``Z_j = [W, X_j, y]`` for weights shared by every variant.
 
-    w : (g, n) weight vectors; F : (n, f); X : (m, k, n); rest : (m, p, p)
-    added to every weight's Gram (see :func:`_grams`).
-    Returns (m, g, p, p).
+    E : (n, w) weight vectors; F : (n, f) = [W, y]; X : (m, k, n).
+    Returns ``BX`` (m, k, p, w), the variant rows of ``Z_j' diag(E[:, v]) Z_j``
+    (p = f + k columns in the order [W, X, y]) for every variant j and weight v,
+    and ``BF`` (f, f, w), the block of F: matrix products (BLAS), no loop over
+    variants or weights.
     """
-    g, n = w.shape
+    n, nw = E.shape
     m, k, _ = X.shape
     f = F.shape[1]
     c0 = f - 1
-    wF = w[:, :, None] * F[None, :, :]  # (g, n, f)
-    FF = np.swapaxes(wF, 1, 2) @ F  # (g, f, f): batched BLAS, not einsum's 3-operand loop
-    wF = wF.transpose(1, 0, 2).reshape(n, g * f)
-    FX = (X.reshape(m * k, n) @ wF).reshape(m, k, g, f).transpose(0, 2, 1, 3)
-    XX = np.empty((m, g, k, k))
+    EF = (F[:, :, None] * E[:, None, :]).reshape(n, f * nw)
+    XF = (X.reshape(m * k, n) @ EF).reshape(m, k, f, nw)
+    BX = np.empty((m, k, f + k, nw))
+    BX[:, :, :c0] = XF[:, :, :c0]
+    BX[:, :, -1] = XF[:, :, c0]
     for a in range(k):
         for b in range(a, k):
-            XX[:, :, a, b] = XX[:, :, b, a] = (X[:, a, :] * X[:, b, :]) @ w.T
-    M = _assemble(np.broadcast_to(FF, (m, g, f, f)), FX, XX, c0)
-    if rest is not None:
-        M += rest[:, None]
-    return M
+            BX[:, a, c0 + b] = BX[:, b, c0 + a] = (X[:, a, :] * X[:, b, :]) @ E
+    BF = ((F.T[:, None, :] * F.T[None, :, :]).reshape(f * f, n) @ E).reshape(f, f, nw)
+    return BX, BF
 
 
-@numba.njit(nogil=True, fastmath=True, cache=True)
-def _grams_kernel(lam, s, FT, X, n_weights, with_logdet):  # pragma: no cover (compiled)
-    m, k, n = X.shape
+@numba.njit(nogil=True, cache=True, inline="always")
+def _combine(j, q0, nq, cf, n_out, BX, BF, M):  # pragma: no cover (compiled)
+    """``M[o] = sum_q cf[o, q] G_(q0 + q)`` for o < n_out: variant j's Gram matrices
+    (p, p) as combinations of those of the shared weights (:func:`_moments`)."""
+    k, p = BX.shape[1], BX.shape[2]
+    f = BF.shape[0]
+    c0 = f - 1
+    for o in range(n_out):
+        for a in range(k):
+            for col in range(p):
+                acc = 0.0
+                for q in range(nq):
+                    acc += cf[o, q] * BX[j, a, col, q0 + q]
+                M[o, c0 + a, col] = acc
+                M[o, col, c0 + a] = acc
+        for a in range(f):
+            ia = a if a < c0 else p - 1
+            for b in range(a, f):
+                ib = b if b < c0 else p - 1
+                acc = 0.0
+                for q in range(nq):
+                    acc += cf[o, q] * BF[a, b, q0 + q]
+                M[o, ia, ib] = acc
+                M[o, ib, ia] = acc
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True, error_model="numpy")
+def _gram_exact(lam, s, FT, Xj, n_weights, with_logdet, M, ld, w0, w1, w2):  # pragma: no cover
+    """One variant's Gram matrices at ``lam``, by one fused pass over the samples.
+
+    FT : (f, n) = [W, y]'; Xj : (k, n).  Writes ``M[:n_weights]`` (p, p) for the
+    weights d, dd/dlam, d2d/dlam2 and ``ld`` (3,): log|H| (0 unless
+    ``with_logdet``) and its two lam-derivatives; w0..w2 (n,) are workspace.
+    """
+    k, n = Xj.shape
     c0 = FT.shape[0] - 1
     p = c0 + k + 1
+    l1 = 0.0
+    l2 = 0.0
+    for i in range(n):
+        d = 1.0 / (lam * s[i] + 1.0)
+        sd = s[i] * d
+        w0[i] = d
+        w1[i] = -sd * d
+        w2[i] = 2.0 * sd * sd * d
+        l1 += sd
+        l2 -= sd * sd
+    l0 = 0.0
+    if with_logdet:
+        # log of running products (each factor >= 1), flushed before they could
+        # overflow: a log per ~10 samples, not one per sample
+        prod = 1.0
+        for i in range(n):
+            if prod > 1e150:
+                l0 += np.log(prod)
+                prod = 1.0
+            prod *= lam * s[i] + 1.0
+        l0 += np.log(prod)
+    ld[0] = l0
+    ld[1] = l1
+    ld[2] = l2
+    for a in range(p):
+        za = FT[a] if a < c0 else (Xj[a - c0] if a < c0 + k else FT[c0])
+        for b in range(a, p):
+            zb = FT[b] if b < c0 else (Xj[b - c0] if b < c0 + k else FT[c0])
+            acc0 = 0.0
+            acc1 = 0.0
+            acc2 = 0.0
+            if n_weights == 3:
+                for i in range(n):
+                    t = za[i] * zb[i]
+                    acc0 += w0[i] * t
+                    acc1 += w1[i] * t
+                    acc2 += w2[i] * t
+                M[1, a, b] = M[1, b, a] = acc1
+                M[2, a, b] = M[2, b, a] = acc2
+            else:
+                for i in range(n):
+                    acc0 += w0[i] * za[i] * zb[i]
+            M[0, a, b] = M[0, b, a] = acc0
+
+
+@numba.njit(nogil=True, cache=True)
+def _grams_kernel(lam, s, FT, X, n_weights, with_logdet):  # pragma: no cover (compiled)
+    m, k, n = X.shape
+    p = FT.shape[0] + k
     out = np.empty((n_weights, m, p, p))
     logdet = np.zeros((3, m))
-    w0 = np.empty(n)
-    w1 = np.empty(n)
-    w2 = np.empty(n)
+    M = np.empty((3, p, p))
+    ld = np.empty(3)
+    w0, w1, w2 = np.empty(n), np.empty(n), np.empty(n)
     for j in range(m):
-        lj = lam[j]
-        l1 = 0.0
-        l2 = 0.0
-        for i in range(n):
-            d = 1.0 / (lj * s[i] + 1.0)
-            sd = s[i] * d
-            w0[i] = d
-            w1[i] = -sd * d
-            w2[i] = 2.0 * sd * sd * d
-            l1 += sd
-            l2 -= sd * sd
-        if with_logdet:
-            # log of running products (each factor >= 1), flushed before they could
-            # overflow: a log per ~10 samples, not one per sample
-            l0 = 0.0
-            prod = 1.0
-            for i in range(n):
-                if prod > 1e150:
-                    l0 += np.log(prod)
-                    prod = 1.0
-                prod *= lj * s[i] + 1.0
-            logdet[0, j] = l0 + np.log(prod)
-        logdet[1, j] = l1
-        logdet[2, j] = l2
-        for a in range(p):
-            za = FT[a] if a < c0 else (X[j, a - c0] if a < c0 + k else FT[c0])
-            for b in range(a, p):
-                zb = FT[b] if b < c0 else (X[j, b - c0] if b < c0 + k else FT[c0])
-                acc0 = 0.0
-                acc1 = 0.0
-                acc2 = 0.0
-                if n_weights == 3:
-                    for i in range(n):
-                        t = za[i] * zb[i]
-                        acc0 += w0[i] * t
-                        acc1 += w1[i] * t
-                        acc2 += w2[i] * t
-                    out[1, j, a, b] = out[1, j, b, a] = acc1
-                    out[2, j, a, b] = out[2, j, b, a] = acc2
-                else:
-                    for i in range(n):
-                        acc0 += w0[i] * za[i] * zb[i]
-                out[0, j, a, b] = out[0, j, b, a] = acc0
+        _gram_exact(lam[j], s, FT, X[j], n_weights, with_logdet, M, ld, w0, w1, w2)
+        out[:, j] = M[:n_weights]
+        logdet[:, j] = ld
     return out, logdet
 
 
@@ -620,43 +661,330 @@ class Fit:
     iterations: np.ndarray
 
 
+@numba.njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _cholesky(A, c, L):  # pragma: no cover (compiled)
+    """Lower Cholesky factor of ``A[:c, :c]`` into ``L``; False if A is not positive
+    definite (to rounding)."""
+    for i in range(c):
+        for j in range(i + 1):
+            acc = A[i, j]
+            for t in range(j):
+                acc -= L[i, t] * L[j, t]
+            if i == j:
+                if not acc > 0.0:
+                    return False
+                L[i, i] = np.sqrt(acc)
+            else:
+                L[i, j] = acc / L[j, j]
+    return True
+
+
+@numba.njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _profile_one(M, ldh, dldh, d2ldh, n, reml, ldxtx, derivs, b, inv, L, A1, v):
+    """:func:`_profile` of one Gram matrix ``M[0]`` (p, p) of [X, y] (and its
+    lam-derivatives ``M[1]``, ``M[2]`` when ``derivs``).  Writes ``b`` (c,) and
+    ``inv`` (c, c) = ``MXX^-1``; L, A1 (c, c) and v (p,) are workspace.  Returns
+    (logl, d1, d2, Q): all NaN if MXX is not positive definite.
+    """  # pragma: no cover (compiled)
+    p = M.shape[1]
+    c = p - 1
+    nan = np.nan
+    if not _cholesky(M[0], c, L):
+        b[:] = nan
+        inv[:, :] = nan
+        return nan, nan, nan, nan
+    # inv = L^-T L^-1, with L^-1 (lower) in A1
+    for j in range(c):
+        A1[j, j] = 1.0 / L[j, j]
+        for i in range(j + 1, c):
+            acc = 0.0
+            for t in range(j, i):
+                acc -= L[i, t] * A1[t, j]
+            A1[i, j] = acc / L[i, i]
+        for i in range(j):
+            A1[i, j] = 0.0
+    for i in range(c):
+        for j in range(i + 1):
+            acc = 0.0
+            for t in range(i, c):
+                acc += A1[t, i] * A1[t, j]
+            inv[i, j] = inv[j, i] = acc
+    Q = M[0, c, c]
+    for i in range(c):
+        acc = 0.0
+        for j in range(c):
+            acc += inv[i, j] * M[0, j, c]
+        b[i] = acc
+        Q -= M[0, i, c] * acc
+    df = n - c if reml else n
+    logl = 0.5 * df * (np.log(df) - _LOG_2PI - 1.0) - 0.5 * ldh - 0.5 * df * np.log(Q)
+    if reml:
+        ld = 0.0
+        for i in range(c):
+            ld += 2.0 * np.log(L[i, i])
+        logl -= 0.5 * (ld - ldxtx)
+    if not derivs:
+        return logl, nan, nan, Q
+    # Q1 = r'M1 r, Q2 = r'M2 r - 2 u' MXX^-1 u with r = [-b, 1], u = (M1 r)[:c]
+    Q1 = 0.0
+    Q2 = 0.0
+    for i in range(p):
+        acc1 = M[1, i, c]
+        acc2 = M[2, i, c]
+        for j in range(c):
+            acc1 -= M[1, i, j] * b[j]
+            acc2 -= M[2, i, j] * b[j]
+        v[i] = acc1
+        ri = 1.0 if i == c else -b[i]
+        Q1 += ri * acc1
+        Q2 += ri * acc2
+    for i in range(c):
+        for j in range(c):
+            Q2 -= 2.0 * v[i] * inv[i, j] * v[j]
+    d1 = -0.5 * dldh - 0.5 * df * Q1 / Q
+    d2 = -0.5 * d2ldh - 0.5 * df * (Q2 / Q - (Q1 / Q) ** 2)
+    if reml:
+        # d log|MXX| = tr(MXX^-1 M1), d2 = tr(MXX^-1 M2) - tr(A1 A1), A1 = MXX^-1 M1
+        dld = 0.0
+        d2ld = 0.0
+        for i in range(c):
+            for j in range(c):
+                acc = 0.0
+                for t in range(c):
+                    acc += inv[i, t] * M[1, t, j]
+                A1[i, j] = acc
+                d2ld += inv[i, j] * M[2, j, i]
+            dld += A1[i, i]
+        for i in range(c):
+            for j in range(c):
+                d2ld -= A1[i, j] * A1[j, i]
+        d1 -= 0.5 * dld
+        d2 -= 0.5 * d2ld
+    return logl, d1, d2, Q
+
+
+@numba.njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _grid_value(M, ldh, df, reml, L):  # pragma: no cover (compiled)
+    """The profile log-likelihood of one Gram matrix ``M`` (p, p) of [X, y], up to its
+    constant and to log|X'X| (enough to rank the grid): y'Py and log|MXX| from the
+    LDL' factors of M (``L`` (p, p) workspace, D on its diagonal)."""
+    p = M.shape[0]
+    det = 1.0
+    for i in range(p):
+        for j in range(i + 1):
+            acc = M[i, j]
+            for t in range(j):
+                acc -= L[i, t] * L[j, t] * L[t, t]
+            if i == j:
+                L[i, i] = acc
+            else:
+                L[i, j] = acc / L[j, j]
+        if i < p - 1:
+            det *= L[i, i]
+    if not (det > 0.0 and L[p - 1, p - 1] > 0.0):
+        return np.nan
+    val = -0.5 * ldh - 0.5 * df * np.log(L[p - 1, p - 1])
+    if reml:
+        val -= 0.5 * np.log(det)
+    return val
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _profile_kernel(M, M1, M2, ldh, dldh, d2ldh, n, reml, ldxtx):  # pragma: no cover
+    m, p, _ = M.shape
+    c = p - 1
+    out = np.empty((4, m))
+    b = np.empty((m, c))
+    inv = np.empty((m, c, c))
+    L, A1, v = np.empty((c, c)), np.empty((c, c)), np.empty(p)
+    M3 = np.empty((3, p, p))
+    for j in range(m):
+        M3[0], M3[1], M3[2] = M[j], M1[j], M2[j]
+        logl, d1, d2, Q = _profile_one(M3, ldh[j], dldh[j], d2ldh[j], n, reml, ldxtx[j],
+                                       True, b[j], inv[j], L, A1, v)
+        out[0, j], out[1, j], out[2, j], out[3, j] = logl, d1, d2, Q
+    return out, b, inv
+
+
 def _profile(M, M1, M2, logdet_h, dlogdet_h, d2logdet_h, n, reml, logdet_xtx):
     """Profile log-likelihood in lambda and its first two lambda-derivatives.
 
     M, M1, M2 : (..., p, p) Gram matrices of Z = [X, y] with weights
-    d = 1 / (lam s + 1), dd/dlam and d2d/dlam2.  Returns (logl, d1, d2, b, Q,
-    MXX_inv) where Q = y' P y and b the GLS estimate.
+    d = 1 / (lam s + 1), dd/dlam and d2d/dlam2; logdet_h (and its
+    derivatives) log|H|, (...); logdet_xtx log|X'X| for REML.  Returns (logl,
+    d1, d2, b, Q, MXX_inv, df) where Q = y' P y and b the GLS estimate.
     """
-    MXX = M[..., :-1, :-1]
-    MXy = M[..., :-1, -1]
-    c = MXX.shape[-1]
-    MXX_inv = np.linalg.inv(MXX)
-    b = np.einsum("...ab,...b->...a", MXX_inv, MXy)
-    Q = M[..., -1, -1] - (MXy * b).sum(-1)
-    r = np.concatenate([-b, np.ones(b.shape[:-1] + (1,))], axis=-1)
-    M1r = np.einsum("...ab,...b->...a", M1, r)
-    Q1 = (r * M1r).sum(-1)
-    u = M1r[..., :-1]
-    Q2 = np.einsum("...a,...ab,...b->...", r, M2, r) - 2.0 * np.einsum(
-        "...a,...ab,...b->...", u, MXX_inv, u)
-    if not reml:
-        df = n
-        const = 0.5 * n * (np.log(n) - _LOG_2PI - 1.0)
-        logl = const - 0.5 * logdet_h - 0.5 * n * np.log(Q)
-        d1 = -0.5 * dlogdet_h - 0.5 * n * Q1 / Q
-        d2 = -0.5 * d2logdet_h - 0.5 * n * (Q2 / Q - (Q1 / Q) ** 2)
+    shape = M.shape[:-2]
+    p = M.shape[-1]
+
+    def flat(a, tail=()):
+        return np.ascontiguousarray(np.broadcast_to(a, shape + tail), dtype=np.float64) \
+            .reshape((-1,) + tail)
+
+    out, b, inv = _profile_kernel(flat(M, (p, p)), flat(M1, (p, p)), flat(M2, (p, p)),
+                                  flat(logdet_h), flat(dlogdet_h), flat(d2logdet_h),
+                                  float(n), bool(reml), flat(logdet_xtx))
+    logl, d1, d2, Q = (o.reshape(shape) for o in out)
+    c = p - 1
+    return (logl, d1, d2, b.reshape(shape + (c,)), Q, inv.reshape(shape + (c, c)),
+            n - c if reml else n)
+
+
+#: Terms of the series of the Gram matrices in lambda about the block's start
+#: (see :func:`fit_exact`).
+_SERIES_TERMS = 16
+
+
+def _series_radius(terms: int) -> float:
+    """Largest ``rho`` with ``rho^terms / (1 - rho) <= 2^-53``: within it the truncated
+    series errs by less than the rounding of a sum of the same terms."""
+    rho = 0.0
+    for _ in range(20):
+        rho = (2.0 ** -53 * (1.0 - rho)) ** (1.0 / terms)
+    return rho
+
+
+@numba.njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _at_lambda(j, lam, n_out, with_logdet, BX, BF, q0, nq, lam0, amax, rho_max, T, L0,
+               s, FT, X, rest, M, ld, cf, w0, w1, w2):  # pragma: no cover (compiled)
+    """Variant j's Gram matrices ``M[:n_out]`` at ``lam`` (value, d/dlam, d2/dlam2) and
+    ``ld`` = log|H| and its derivatives: from the series about ``lam0`` (the shared
+    weights ``q0 .. q0 + nq - 1``) when ``|lam - lam0| max(s d0) <= rho_max``, else
+    by a pass over the samples.  cf (3, nq) is workspace."""
+    delta = lam - lam0
+    if nq > 0 and abs(delta) * amax <= rho_max:
+        # d = sum_q x^q s^q d0^(q+1), x = -delta: M, M1, M2 term by term
+        x = -delta
+        pq = 1.0  # x^q
+        pq1 = 0.0  # x^(q-1)
+        pq2 = 0.0  # x^(q-2)
+        l0 = L0
+        l1 = 0.0
+        l2 = 0.0
+        for q in range(nq):
+            cf[0, q] = pq
+            cf[1, q] = -q * pq1
+            cf[2, q] = q * (q - 1) * pq2
+            # log|H| = L0 + sum_i log(1 + delta s_i d0_i); T[q] = sum_i (s_i d0_i)^q
+            l0 -= pq * x * T[q + 1] / (q + 1)
+            l1 += pq * T[q + 1]
+            l2 -= (q + 1) * pq * T[q + 2]
+            pq2, pq1, pq = pq1, pq, pq * x
+        _combine(j, q0, nq, cf, n_out, BX, BF, M)
+        ld[0] = l0
+        ld[1] = l1
+        ld[2] = l2
     else:
-        df = n - c
-        const = 0.5 * df * (np.log(df) - _LOG_2PI - 1.0)
-        A1 = MXX_inv @ M1[..., :-1, :-1]
-        ld = np.linalg.slogdet(MXX)[1]
-        dld = np.trace(A1, axis1=-2, axis2=-1)
-        d2ld = np.trace(MXX_inv @ M2[..., :-1, :-1], axis1=-2, axis2=-1) - np.einsum(
-            "...ab,...ba->...", A1, A1)
-        logl = const - 0.5 * logdet_h - 0.5 * (ld - logdet_xtx) - 0.5 * df * np.log(Q)
-        d1 = -0.5 * dlogdet_h - 0.5 * dld - 0.5 * df * Q1 / Q
-        d2 = -0.5 * d2logdet_h - 0.5 * d2ld - 0.5 * df * (Q2 / Q - (Q1 / Q) ** 2)
-    return logl, d1, d2, b, Q, MXX_inv, df
+        _gram_exact(lam, s, FT, X[j], n_out, with_logdet, M, ld, w0, w1, w2)
+    if rest.shape[0] > 0:
+        _add_rest(M, rest, j)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _add_rest(M, rest, j):  # pragma: no cover (compiled)
+    p = M.shape[1]
+    for a in range(p):
+        for b in range(p):
+            M[0, a, b] += rest[j, a, b]
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _fit_kernel(BX, BF, ld_grid, grid, i_ones, q0, lam0, nq, amax, rho_max, T, L0,
+                s, FT, X, rest, starts, n, reml, xtol, newton_tol, max_iter,
+                logl, lam_out, beta, se, sigma_e, iterations):  # pragma: no cover
+    """:func:`fit_exact`'s grid and Newton steps, variant by variant."""
+    m, k, r = X.shape
+    p = FT.shape[0] + k
+    c = p - 1
+    G = grid.shape[0]
+    lo_b, hi_b = grid[0], grid[G - 1]
+    M = np.zeros((3, p, p))
+    ld = np.zeros(3)
+    one = np.ones((1, 1))
+    cf = np.zeros((3, max(nq, 1)))
+    w0, w1, w2 = np.empty(r), np.empty(r), np.empty(r)
+    b, inv = np.empty(c), np.empty((c, c))
+    L, A1, v = np.empty((c, c)), np.empty((c, c)), np.empty(p)
+    Lp = np.empty((p, p))
+    has_rest = rest.shape[0] > 0
+    for j in range(m):
+        ldxtx = 0.0
+        if reml:  # log|X'X| (unit weights)
+            _combine(j, i_ones, 1, one, 1, BX, BF, M)
+            if has_rest:
+                _add_rest(M, rest, j)
+            if _cholesky(M[0], c, L):
+                for i in range(c):
+                    ldxtx += 2.0 * np.log(L[i, i])
+            else:
+                ldxtx = np.nan
+        # the grid, with argmax's rule: the first NaN, else the first largest
+        best = 0
+        top = -np.inf
+        for g in range(G):
+            _combine(j, g, 1, one, 1, BX, BF, M)
+            if has_rest:
+                _add_rest(M, rest, j)
+            val = _grid_value(M[0], ld_grid[g], n - c if reml else n, reml, Lp)
+            if val != val:
+                best = g
+                break
+            if val > top:
+                best, top = g, val
+        t = grid[best]
+        lo = grid[max(best - 1, 0)]
+        hi = grid[min(best + 1, G - 1)]
+        # the grid chose the bracket; inside it, start where the optimum likely is
+        if starts[j] > lo and starts[j] < hi:
+            t = starts[j]
+        it = 0
+        for _ in range(max_iter):
+            lam = np.exp(t)
+            _at_lambda(j, lam, 3, False, BX, BF, q0, nq, lam0, amax, rho_max, T, L0,
+                       s, FT, X, rest, M, ld, cf, w0, w1, w2)
+            _, g1, g2, _ = _profile_one(M, ld[0], ld[1], ld[2], n, reml, ldxtx, True, b,
+                                        inv, L, A1, v)
+            f1 = lam * g1                    # d logl / dt
+            f2 = lam * lam * g2 + lam * g1   # d2 logl / dt2
+            la = t if f1 > 0 else lo
+            ha = t if f1 <= 0 else hi
+            # a maximum on the search boundary: the slope points out of the interval
+            at_bound = (t <= lo_b and f1 <= 0) or (t >= hi_b and f1 >= 0)
+            newton = t - f1 / f2
+            # A Newton step shorter than newton_tol is taken and ends the search: the
+            # error after it is O(step^2) (quadratic convergence), so t is then within
+            # ~1e-8 of the maximum and logl within ~1e-14 (measured on mouse_hs1940:
+            # 1e-11 in log lambda and 1e-12 in lnL against 1e-10, one Newton
+            # evaluation fewer).  Such a step has converged even if rounding puts it a
+            # hair outside the bracket (falling back to bisection there would only cost
+            # ~20 halvings and make the count depend on the last bits)
+            converged = f2 < 0 and abs(newton - t) < newton_tol
+            ok = f2 < 0 and newton > la and newton < ha
+            tn = newton if ok or converged else 0.5 * (la + ha)
+            if at_bound:
+                tn = t
+            elif tn < lo_b:
+                tn = lo_b
+            elif tn > hi_b:
+                tn = hi_b
+            step = abs(tn - t)
+            lo, hi, t = la, ha, tn
+            it += 1
+            if at_bound or converged or step < xtol or ha - la < xtol:
+                break
+        lam = np.exp(t)
+        _at_lambda(j, lam, 1, True, BX, BF, q0, nq, lam0, amax, rho_max, T, L0,
+                   s, FT, X, rest, M, ld, cf, w0, w1, w2)
+        val, _, _, Q = _profile_one(M, ld[0], 0.0, 0.0, n, reml, ldxtx, False, b, inv, L,
+                                    A1, v)
+        se2 = Q / (n - c if reml else n)
+        logl[j] = val
+        lam_out[j] = lam
+        sigma_e[j] = se2
+        for i in range(c):
+            beta[j, i] = b[i]
+            se[j, i] = np.sqrt(inv[i, i] * se2)
+        iterations[j] = it
 
 
 def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
@@ -671,6 +999,16 @@ def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
     ``LOG_LAMBDA_BOUNDS``.  It is evaluated on a grid of ``n_grid`` points
     (GEMMA's 10 regions), then maximised by safeguarded Newton steps (with
     bisection inside the bracket of the best grid point's neighbours).
+
+    Every likelihood term is a sum over samples of ``z_a z_b`` weighted by
+    ``1 / (lam s_i + 1)`` (or its lam-derivatives).  The grid's weights are
+    shared by every variant, and so are those of the series
+    ``1 / (lam s + 1) = sum_q (lam0 - lam)^q s^q / (lam0 s + 1)^(q+1)`` about
+    ``lam0``, the median ``start``: their sums over a block are matrix products
+    (:func:`_moments`, BLAS).  Each Newton step and the final evaluation then
+    costs O(terms p^2) per variant where ``rho = |lam - lam0| max_i s_i /
+    (lam0 s_i + 1)`` lies within :func:`_series_radius` (the truncated series errs
+    by less than rounding), and a pass over the samples elsewhere.
 
     Parameters
     ----------
@@ -694,89 +1032,52 @@ def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
     """
     s = np.asarray(s, dtype=np.float64)
     n = s.shape[0] if n is None else n
-    m, k, _ = X.shape
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    m, k, r = X.shape
+    c = W.shape[1] + k
     F = np.column_stack([W, y])
-    logdet_xtx = 0.0
-    if reml:
-        Z0 = _grams(np.zeros(m), s, F, X, rest=rest)[0]
-        logdet_xtx = np.linalg.slogdet(Z0[:, :-1, :-1])[1]
     lo_b, hi_b = LOG_LAMBDA_BOUNDS
     grid = np.linspace(lo_b, hi_b, n_grid)
-    lam_g = np.exp(grid)[:, None]
-    h = lam_g * s + 1.0
-    d, ld = 1.0 / h, np.log(h).sum(-1)
-    Mg = _gram_shared(d, F, X, rest)  # (m, g, p, p)
-    MXX = Mg[..., :-1, :-1]
-    b = np.linalg.solve(MXX, Mg[..., :-1, -1:])[..., 0]
-    Q = Mg[..., -1, -1] - (Mg[..., :-1, -1] * b).sum(-1)
+    h = np.exp(grid)[:, None] * s + 1.0
+    weights = [1.0 / h]
+    starts = np.full(m, np.nan)
+    series = (1.0, 0, 0.0, 0.0, np.zeros(2), 0.0)  # lam0, terms, max(s d0), radius, T, L0
+    if start is not None and m:
+        lam_s = np.clip(np.broadcast_to(np.asarray(start, dtype=np.float64), (m,)),
+                        np.exp(lo_b), np.exp(hi_b))
+        starts = np.log(lam_s)
+        e, series = _series(s, float(np.median(lam_s)), _SERIES_TERMS)
+        weights.append(e)
     if reml:
-        df = n - (W.shape[1] + k)
-        ldx = np.linalg.slogdet(MXX)[1]
-        logl_g = -0.5 * ld - 0.5 * (ldx - np.atleast_1d(logdet_xtx)[:, None]) \
-            - 0.5 * df * np.log(Q)
-    else:
-        logl_g = -0.5 * ld - 0.5 * n * np.log(Q)
-    best = np.argmax(logl_g, axis=1)
-    t = grid[best]
-    lo = grid[np.maximum(best - 1, 0)]
-    hi = grid[np.minimum(best + 1, n_grid - 1)]
-    if start is not None:
-        # the grid chose the bracket; inside it, start where the optimum likely is
-        ts = np.log(np.clip(np.broadcast_to(np.asarray(start, dtype=np.float64), (m,)),
-                            np.exp(lo_b), np.exp(hi_b)))
-        t = np.where((ts > lo) & (ts < hi), ts, t)
-    iterations = np.zeros(m, dtype=np.int64)
-    active = np.arange(m)
-    for _ in range(max_iter):
-        if active.size == 0:
-            break
-        ta = t[active]
-        lam = np.exp(ta)[:, None]
-        (M, M1, M2), (ldh, dldh, d2ldh) = _grams(
-            lam[:, 0], s, F, X[active], derivatives=True, with_logdet=False,
-            rest=None if rest is None else rest[active])
-        ldxa = logdet_xtx[active] if reml else 0.0
-        _, g1, g2, *_ = _profile(M, M1, M2, ldh, dldh, d2ldh, n, reml, ldxa)
-        lam1 = lam[:, 0]
-        f1 = lam1 * g1                     # d logl / dt
-        f2 = lam1 * lam1 * g2 + lam1 * g1  # d2 logl / dt2
-        la, ha = lo[active], hi[active]
-        la = np.where(f1 > 0, ta, la)
-        ha = np.where(f1 <= 0, ta, ha)
-        # a maximum on the search boundary: the slope points out of the interval
-        at_lo = (ta <= lo_b) & (f1 <= 0)
-        at_hi = (ta >= hi_b) & (f1 >= 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            newton = ta - f1 / f2
-        # A Newton step shorter than newton_tol is taken and ends the search: the
-        # error after it is O(step^2) (quadratic convergence), so t is then within
-        # ~1e-8 of the maximum and logl within ~1e-14 (measured on mouse_hs1940:
-        # 1e-11 in log lambda and 1e-12 in lnL against 1e-10, one Newton
-        # evaluation fewer).  Such a step has converged even if rounding puts it a hair
-        # outside the bracket (falling back to bisection there would only cost
-        # ~20 halvings and make the count depend on the last bits)
-        converged = (f2 < 0) & (np.abs(newton - ta) < newton_tol)
-        ok = (f2 < 0) & (newton > la) & (newton < ha)
-        tn = np.where(ok | converged, newton, 0.5 * (la + ha))
-        tn = np.where(at_lo | at_hi, ta, np.clip(tn, lo_b, hi_b))
-        step = np.abs(tn - ta)
-        lo[active], hi[active], t[active] = la, ha, tn
-        iterations[active] += 1
-        done = at_lo | at_hi | converged | (step < xtol) | (ha - la < xtol)
-        active = active[~done]
-    return _final_fit(s, F, X, t, n, reml, logdet_xtx, iterations, rest)
+        weights.append(np.ones((1, r)))
+    E = np.concatenate(weights)
+    BX, BF = _moments(E.T, F, X)
+    out = [np.empty(m), np.empty(m), np.empty((m, c)), np.empty((m, c)), np.empty(m),
+           np.zeros(m, dtype=np.int64)]
+    # weights: the grid's, the series' from n_grid on, and (REML) unit weights last
+    _fit_kernel(BX, BF, np.log(h).sum(-1), grid, E.shape[0] - 1, n_grid, *series, s, np.ascontiguousarray(F.T),
+                X, np.zeros((0, c + 1, c + 1)) if rest is None else
+                np.ascontiguousarray(rest, dtype=np.float64),
+                starts, float(n), bool(reml), xtol, newton_tol, max_iter, *out)
+    logl, lam, beta, se, se2, iterations = out
+    return Fit(logl=logl, lam=lam, beta=beta, se=se, sigma_sq_a=lam * se2, sigma_sq_e=se2,
+               iterations=iterations)
 
 
-def _final_fit(s, F, X, t, n, reml, logdet_xtx, iterations, rest):
-    """Evaluate the fit at ``t = log(lam)`` per variant."""
-    lam = np.exp(t)
-    M, (ldh, dldh, d2ldh) = _grams(lam, s, F, X, rest=rest)
-    logl, _, _, b, Q, MXX_inv, df = _profile(M, M, M, ldh, dldh, d2ldh, n, reml,
-                                             logdet_xtx)
-    se2 = Q / df
-    se = np.sqrt(np.diagonal(MXX_inv, axis1=-2, axis2=-1) * se2[:, None])
-    return Fit(logl=logl, lam=lam, beta=b, se=se, sigma_sq_a=lam * se2,
-               sigma_sq_e=se2, iterations=iterations)
+def _series(s, lam0, terms):
+    """The shared weights of the series of ``1 / (lam s + 1)`` about ``lam0``,
+    ``e_q = s^q d0^(q+1)`` with ``d0 = 1 / (lam0 s + 1)``, (terms, n), and the
+    kernel's ``(lam0, terms, max(s d0), radius, T, L0)``: ``T[q] = sum (s d0)^q``
+    (q <= terms + 1) and ``L0 = log|H(lam0)|`` give log|H| and its derivatives."""
+    d0 = 1.0 / (lam0 * s + 1.0)
+    a = s * d0
+    powers = np.empty((terms + 2, s.shape[0]))
+    powers[0] = 1.0
+    for q in range(1, terms + 2):
+        powers[q] = powers[q - 1] * a
+    amax = float(a.max()) if a.size else 0.0
+    return powers[:terms] * d0, (lam0, terms, amax, _series_radius(terms),
+                                 powers.sum(axis=1), float(np.log1p(lam0 * s).sum()))
 
 
 def profile_curvature(s: np.ndarray, W: np.ndarray, y: np.ndarray, lam: float,
@@ -1187,6 +1488,14 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     return out if multi else out[:, 0]
 
 
+def _null_reml_lambda(s, Wr, yr, n, rest) -> float:
+    """The null model's REML lambda (``rest`` (m, p, p) of the block, or None)."""
+    keep = list(range(Wr.shape[1] + 1))
+    rest0 = None if rest is None else rest[:1, keep[:-1] + [-1]][:, :, keep[:-1] + [-1]]
+    return float(fit_exact(s, Wr, yr, np.zeros((1, 0, s.shape[0])), reml=True, n=n,
+                           rest=rest0).lam[0])
+
+
 def _test_block(Xr, *, s, Wr, yr, logl_null, null_start, solver, em_tol, em_max_iter,
                 tests, lam_null, n, rest) -> dict[str, np.ndarray]:
     """The tests of one trait on a rotated block ``Xr`` (m, k, r), n samples, ``rest``
@@ -1229,7 +1538,10 @@ def _test_block(Xr, *, s, Wr, yr, logl_null, null_start, solver, em_tol, em_max_
                     "iterations": fit.iterations})
         beta, se = fit.beta[:, c0:], fit.se[:, c0:]
     if "wald" in tests:
-        fits = [fit_exact(s, Wr, yr, part, reml=True, start=lam_null, n=n, rest=rp)
+        # each variant's REML lambda lies near the null model's REML lambda (its ML one
+        # may sit on a bound): start the Newton steps, and the series, there
+        lam_reml = _null_reml_lambda(s, Wr, yr, n, rest)
+        fits = [fit_exact(s, Wr, yr, part, reml=True, start=lam_reml, n=n, rest=rp)
                 for part, rp in zip(parts, rests)]
         wa = [wald_test(s, Wr, yr, part, f.lam, n=n, rest=rp)
               for part, f, rp in zip(parts, fits, rests)]
