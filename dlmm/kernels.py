@@ -453,46 +453,55 @@ def _assemble(FF, FX, XX, c0):
     return M
 
 
-def _moments(E, F, X):
+def _moments(ET, EFT, X):
     """Weighted sums of ``Z_j = [W, X_j, y]`` for weights shared by every variant.
 
-    E : (n, w) weight vectors; F : (n, f) = [W, y]; X : (m, k, n).
-    Returns ``BX`` (m, k, p, w), the variant rows of ``Z_j' diag(E[:, v]) Z_j``
-    (p = f + k columns in the order [W, X, y]) for every variant j and weight v,
-    and ``BF`` (f, f, w), the block of F: matrix products (BLAS), no loop over
+    ET : (w, n) weight vectors; EFT : (f w, n) their products with the columns of
+    F = [W, y] (F's column major, :func:`_weighted_columns`); X : (m, k, n).
+    Returns ``BX`` (f + k, w, m, k): ``BX[b, v, j, a] = sum_i E[i, v] X_j[a, i] G_j[b, i]``
+    with ``G_j = [W, y, X_j]``, for every variant j and weight v, by matrix products
+    (BLAS; the variants as their long side, written in place), no loop over
     variants or weights.
     """
-    n, nw = E.shape
+    nw, n = ET.shape
+    f = EFT.shape[0] // nw
     m, k, _ = X.shape
-    f = F.shape[1]
-    c0 = f - 1
-    EF = (F[:, :, None] * E[:, None, :]).reshape(n, f * nw)
-    XF = (X.reshape(m * k, n) @ EF).reshape(m, k, f, nw)
-    BX = np.empty((m, k, f + k, nw))
-    BX[:, :, :c0] = XF[:, :, :c0]
-    BX[:, :, -1] = XF[:, :, c0]
+    BX = np.empty((f + k, nw, m, k))
+    np.matmul(EFT, X.reshape(m * k, n).T, out=BX[:f].reshape(f * nw, m * k))
     for a in range(k):
         for b in range(a, k):
-            BX[:, a, c0 + b] = BX[:, b, c0 + a] = (X[:, a, :] * X[:, b, :]) @ E
+            BX[f + b, :, :, a] = ET @ (X[:, a, :] * X[:, b, :]).T
+            BX[f + a, :, :, b] = BX[f + b, :, :, a]
+    return BX
+
+
+def _weighted_columns(E, F):
+    """``(ET (w, n), EFT (f w, n), BF (f, f, w))`` for :func:`_moments`: the weights,
+    their products with F's columns, and F's own weighted sums."""
+    n, nw = E.shape
+    f = F.shape[1]
+    EFT = (F.T[:, None, :] * E.T[None, :, :]).reshape(f * nw, n)
     BF = ((F.T[:, None, :] * F.T[None, :, :]).reshape(f * f, n) @ E).reshape(f, f, nw)
-    return BX, BF
+    return np.ascontiguousarray(E.T), EFT, BF
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def _combine(j, q0, nq, cf, n_out, BX, BF, M):  # pragma: no cover (compiled)
     """``M[o] = sum_q cf[o, q] G_(q0 + q)`` for o < n_out: variant j's Gram matrices
     (p, p) as combinations of those of the shared weights (:func:`_moments`)."""
-    k, p = BX.shape[1], BX.shape[2]
     f = BF.shape[0]
+    k = BX.shape[3]
     c0 = f - 1
+    p = f + k
     for o in range(n_out):
         for a in range(k):
-            for col in range(p):
+            for b in range(f + k):  # BX's order [W, y, X]; M's [W, X, y]
+                mb = b if b < c0 else (p - 1 if b == c0 else b - 1)
                 acc = 0.0
                 for q in range(nq):
-                    acc += cf[o, q] * BX[j, a, col, q0 + q]
-                M[o, c0 + a, col] = acc
-                M[o, col, c0 + a] = acc
+                    acc += cf[o, q] * BX[b, q0 + q, j, a]
+                M[o, c0 + a, mb] = acc
+                M[o, mb, c0 + a] = acc
         for a in range(f):
             ia = a if a < c0 else p - 1
             for b in range(a, f):
@@ -876,7 +885,7 @@ def _at_lambda(j, lam, n_out, with_logdet, BX, BF, q0, nq, lam0, amax, rho_max, 
         ld[2] = l2
     else:
         _gram_exact(lam, s, FT, X[j], n_out, with_logdet, M, ld, w0, w1, w2)
-    if rest.shape[0] > 0:
+    if rest.shape[1] > 0:
         _add_rest(M, rest, j)
 
 
@@ -906,7 +915,7 @@ def _fit_kernel(BX, BF, ld_grid, grid, i_ones, q0, lam0, nq, amax, rho_max, T, L
     b, inv = np.empty(c), np.empty((c, c))
     L, A1, v = np.empty((c, c)), np.empty((c, c)), np.empty(p)
     Lp = np.empty((p, p))
-    has_rest = rest.shape[0] > 0
+    has_rest = rest.shape[1] > 0
     for j in range(m):
         ldxtx = 0.0
         if reml:  # log|X'X| (unit weights)
@@ -1050,15 +1059,20 @@ def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
         weights.append(e)
     if reml:
         weights.append(np.ones((1, r)))
-    E = np.concatenate(weights)
-    BX, BF = _moments(E.T, F, X)
+    ET, EFT, BF = _weighted_columns(np.concatenate(weights).T, F)
+    FT, ld_grid = np.ascontiguousarray(F.T), np.log(h).sum(-1)
+    rest = np.zeros((m, 0, 0)) if rest is None else np.ascontiguousarray(rest, dtype=np.float64)
     out = [np.empty(m), np.empty(m), np.empty((m, c)), np.empty((m, c)), np.empty(m),
            np.zeros(m, dtype=np.int64)]
-    # weights: the grid's, the series' from n_grid on, and (REML) unit weights last
-    _fit_kernel(BX, BF, np.log(h).sum(-1), grid, E.shape[0] - 1, n_grid, *series, s, np.ascontiguousarray(F.T),
-                X, np.zeros((0, c + 1, c + 1)) if rest is None else
-                np.ascontiguousarray(rest, dtype=np.float64),
-                starts, float(n), bool(reml), xtol, newton_tol, max_iter, *out)
+    # a few hundred variants at a time: the products' temporaries stay in cache
+    step = max(8, _FIT_ELEMENTS // r)
+    for i in range(0, m, step):
+        part = slice(i, i + step)
+        BX = _moments(ET, EFT, X[part])
+        # weights: the grid's, the series' from n_grid on, and (REML) unit weights last
+        _fit_kernel(BX, BF, ld_grid, grid, ET.shape[0] - 1, n_grid, *series, s, FT, X[part],
+                    rest[part], starts[part], float(n), bool(reml), xtol, newton_tol,
+                    max_iter, *(o[part] for o in out))
     logl, lam, beta, se, se2, iterations = out
     return Fit(logl=logl, lam=lam, beta=beta, se=se, sigma_sq_a=lam * se2, sigma_sq_e=se2,
                iterations=iterations)
@@ -1216,8 +1230,15 @@ def fit_em(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
 def chi2_sf(x, df):
     """``scipy.stats.chi2.sf(x, df)``, the same values, without importing
     ``scipy.stats`` (about a second at start-up) or its per-call overhead: x <= 0
-    gives 1, NaN stays NaN."""
-    return special.chdtrc(df, np.maximum(x, 0.0))
+    gives 1, NaN stays NaN.  For 1 and 2 df by their closed forms, ``erfc(sqrt(x/2))``
+    and ``exp(-x/2)`` (17 and 9 ns a value against 880 and 60 for ``chdtrc``; they
+    agree to 2e-13 relative up to x = 1400, where p is 1e-300)."""
+    x = np.maximum(x, 0.0)
+    if np.ndim(df) == 0 and df == 1:
+        return special.erfc(np.sqrt(0.5 * x))
+    if np.ndim(df) == 0 and df == 2:
+        return np.exp(-0.5 * x)
+    return special.chdtrc(df, x)
 
 
 def f_sf(x, dfn, dfd):
@@ -1348,6 +1369,8 @@ def score_test(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray,
 # one block of a scan: read values in, per-variant results out
 # --------------------------------------------------------------------------
 _FIT_ELEMENTS = 1 << 18
+#: Elements of a slab of a block that :func:`scan_block` gathers and rotates at once.
+_SLAB_ELEMENTS = 1 << 20
 
 
 def _concat_fits(fits: list[Fit]) -> Fit:
@@ -1447,77 +1470,65 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     out[:, :, 0], out[:, :, 1] = st["n_miss"][:, None], st["af"][:, None]
     t = st["tested"]
     if model == "genotypic":
-        xi = impute_mean(x, st["mean"])
-        t &= _has_dominance(xi)
-        xt = xi[t]
-        del xi
-    else:
-        xt = take(x, rows=t, fill=np.nan_to_num(st["mean"]))
-    del x  # one (m, n) float64 copy fewer while the block is rotated and fitted
+        x = impute_mean(x, st["mean"])
+        t &= _has_dominance(x)
     out[:, :, 2] = t[:, None]
-    if t.any():
-        X = variant_design(xt, model)
-        m, k, n = X.shape
-        r = U.shape[1]
+    tested = np.flatnonzero(t)
+    n, r = U.shape
+    if U.dtype == np.float32 and r < n:
+        raise ValueError("a float32 rotation is for a full eigenbasis (r = n)")
+    if r < n and y is None:
+        raise ValueError("a thin U (low-rank mode) needs the unrotated phenotype y")
+    F = [np.column_stack([Wr, Y[:, j]]) for j in range(n_traits)]
+    F_raw = None if r == n else [np.column_stack([W, y_j]) for y_j in
+                                 np.asarray(y, dtype=np.float64).reshape(n, -1).T]
+    lam_reml = [_null_reml_lambda(s, Wr, Y[:, j], n, None if r == n else lowrank_rest(
+        F_raw[j], F[j])) if "wald" in tests and tested.size else None for j in range(n_traits)]
+    fill = np.nan_to_num(st["mean"])
+    # a slab of variants at a time: its gathered and rotated copies are reused between
+    # slabs (no fresh (m, n) arrays per block), and U is read once per >= 256 variants
+    step = max(256, _SLAB_ELEMENTS // n)
+    for i in range(0, tested.size, step):
+        rows = tested[i:i + step]
+        X = variant_design(take(x, rows=rows, fill=fill), model)
+        m, k, _ = X.shape
         if U.dtype == np.float32:
-            if r < n:
-                raise ValueError("a float32 rotation is for a full eigenbasis (r = n)")
             Xr = rotate(U, X.reshape(m * k, n).astype(np.float32)).astype(np.float64)
         else:
             Xr = rotate(U, X.reshape(m * k, n))
         Xr = Xr.reshape(m, k, r)
-        if r < n:
-            if y is None:
-                raise ValueError("a thin U (low-rank mode) needs the unrotated phenotype y")
-            Y_raw = np.asarray(y, dtype=np.float64).reshape(n, -1)
         for j in range(n_traits):
-            rest = None
-            if r < n:
-                rest = lowrank_rest(np.column_stack([W, Y_raw[:, j]]),
-                                    np.column_stack([Wr, Y[:, j]]), X, Xr)
+            rest = None if r == n else lowrank_rest(F_raw[j], F[j], X, Xr)
             res = _test_block(Xr, s=s, Wr=Wr, yr=Y[:, j], logl_null=float(logl0[j]),
                               null_start=starts[j], solver=solver, em_tol=em_tol,
                               em_max_iter=em_max_iter, tests=tests,
                               lam_null=None if lam0 is None else float(lam0[j]),
-                              n=n, rest=rest)
+                              n=n, rest=rest, lam_reml=lam_reml[j])
             if model == "genotypic":
                 res["beta_dom"], res["se_dom"] = res["beta"][:, 1], res["se"][:, 1]
             res["beta"], res["se"] = res["beta"][:, 0], res["se"][:, 0]
             for name, val in res.items():
-                out[t, j, cols.index(name)] = val
+                out[rows, j, cols.index(name)] = val
     return out if multi else out[:, 0]
 
 
 def _null_reml_lambda(s, Wr, yr, n, rest) -> float:
-    """The null model's REML lambda (``rest`` (m, p, p) of the block, or None)."""
-    keep = list(range(Wr.shape[1] + 1))
-    rest0 = None if rest is None else rest[:1, keep[:-1] + [-1]][:, :, keep[:-1] + [-1]]
+    """The null model's REML lambda; ``rest`` (1, c0 + 1, c0 + 1) of [W, y], or None."""
     return float(fit_exact(s, Wr, yr, np.zeros((1, 0, s.shape[0])), reml=True, n=n,
-                           rest=rest0).lam[0])
+                           rest=rest).lam[0])
 
 
 def _test_block(Xr, *, s, Wr, yr, logl_null, null_start, solver, em_tol, em_max_iter,
-                tests, lam_null, n, rest) -> dict[str, np.ndarray]:
+                tests, lam_null, n, rest, lam_reml=None) -> dict[str, np.ndarray]:
     """The tests of one trait on a rotated block ``Xr`` (m, k, r), n samples, ``rest``
     (m, p, p) or None (see :func:`fit_exact`): result columns by name (``beta``,
     ``se`` as (m, k))."""
     m, k, r = Xr.shape
-    if solver == "exact":
-        def solve(part, rest):  # most variants' lambda is near the null model's
-            return fit_exact(s, Wr, yr, part, start=lam_null, n=n, rest=rest)
-    elif solver == "em":
-        start = None
-        if null_start is not None:
-            bw, sa2, se2 = null_start
-            start = (np.concatenate([bw, np.zeros(k)]), sa2, se2)
-
-        def solve(part, rest):
-            return fit_em(s, Wr, yr, part, start=start, tol=em_tol, max_iter=em_max_iter,
-                          n=n, rest=rest)
-    else:
+    if solver not in ("exact", "em"):
         raise ValueError(f"solver must be 'exact' or 'em', not {solver!r}")
-    # The solvers work on (rows, n) temporaries: a few hundred rows at a time
-    # keeps them in cache (4x faster on mouse_hs1940 than the whole block).
+    # The EM solver and the Wald/score kernels work on (rows, n) temporaries: a few
+    # hundred rows at a time keeps them in cache (4x faster on mouse_hs1940 than the
+    # whole block); fit_exact splits the block itself, sharing its set-up.
     rows = max(8, _FIT_ELEMENTS // r)
     parts = [Xr[i:i + rows] for i in range(0, m, rows)]
     rests = [None if rest is None else rest[i:i + rows] for i in range(0, m, rows)]
@@ -1531,7 +1542,16 @@ def _test_block(Xr, *, s, Wr, yr, logl_null, null_start, solver, em_tol, em_max_
         beta = np.concatenate([r["beta"] for r in sc])
         se = np.concatenate([r["se"] for r in sc])
     if "lrt" in tests:
-        fit = _concat_fits([solve(part, rp) for part, rp in zip(parts, rests)])
+        if solver == "exact":  # most variants' lambda is near the null model's
+            fit = fit_exact(s, Wr, yr, Xr, start=lam_null, n=n, rest=rest)
+        else:
+            start = None
+            if null_start is not None:
+                bw, sa2, se2 = null_start
+                start = (np.concatenate([bw, np.zeros(k)]), sa2, se2)
+            fit = _concat_fits([fit_em(s, Wr, yr, part, start=start, tol=em_tol,
+                                       max_iter=em_max_iter, n=n, rest=rp)
+                                for part, rp in zip(parts, rests)])
         stat, p = lrt(fit.logl, logl_null, k)
         res.update({"logl_H1": fit.logl, "l_mle": fit.lam, "lrt": stat, "p_lrt": p,
                     "sigma_sq_a": fit.sigma_sq_a, "sigma_sq_e": fit.sigma_sq_e,
@@ -1540,12 +1560,12 @@ def _test_block(Xr, *, s, Wr, yr, logl_null, null_start, solver, em_tol, em_max_
     if "wald" in tests:
         # each variant's REML lambda lies near the null model's REML lambda (its ML one
         # may sit on a bound): start the Newton steps, and the series, there
-        lam_reml = _null_reml_lambda(s, Wr, yr, n, rest)
-        fits = [fit_exact(s, Wr, yr, part, reml=True, start=lam_reml, n=n, rest=rp)
-                for part, rp in zip(parts, rests)]
-        wa = [wald_test(s, Wr, yr, part, f.lam, n=n, rest=rp)
-              for part, f, rp in zip(parts, fits, rests)]
-        fit_r = _concat_fits(fits)
+        if lam_reml is None:
+            lam_reml = _null_reml_lambda(s, Wr, yr, n, None if rest is None else rest[
+                :1, [*range(Wr.shape[1]), -1]][:, :, [*range(Wr.shape[1]), -1]])
+        fit_r = fit_exact(s, Wr, yr, Xr, reml=True, start=lam_reml, n=n, rest=rest)
+        wa = [wald_test(s, Wr, yr, part, fit_r.lam[i:i + rows], n=n, rest=rp)
+              for i, part, rp in zip(range(0, m, rows), parts, rests)]
         res.update({"logl_remle": fit_r.logl, "l_remle": fit_r.lam,
                     "wald": np.concatenate([r["stat"] for r in wa]),
                     "p_wald": np.concatenate([r["p"] for r in wa]),
