@@ -16,6 +16,7 @@ shape ``(n,)``.  In rotated coordinates the covariance of ``y`` is
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numba
@@ -844,6 +845,7 @@ def _profile(M, M1, M2, logdet_h, dlogdet_h, d2logdet_h, n, reml, logdet_xtx):
 _SERIES_TERMS = 16
 
 
+@functools.lru_cache(maxsize=None)
 def _series_radius(terms: int) -> float:
     """Largest ``rho`` with ``rho^terms / (1 - rho) <= 2^-53``: within it the truncated
     series errs by less than the rounding of a sum of the same terms."""
@@ -1048,41 +1050,60 @@ def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
     lo_b, hi_b = LOG_LAMBDA_BOUNDS
     grid = np.linspace(lo_b, hi_b, n_grid)
     h = np.exp(grid)[:, None] * s + 1.0
-    weights = [1.0 / h]
+    # shared weights: the grid's, unit ones (REML's log|X'X|), the series' terms
+    weights = [1.0 / h] + ([np.ones((1, r))] if reml else [])
+    q0 = len(weights[0]) + bool(reml)
     starts = np.full(m, np.nan)
-    series = (1.0, 0, 0.0, 0.0, np.zeros(2), 0.0)  # lam0, terms, max(s d0), radius, T, L0
+    series = (1.0, 0, 0.0, np.zeros(1), np.zeros(2), 0.0)  # lam0, terms, max(s d0), radii, T, L0
     if start is not None and m:
         lam_s = np.clip(np.broadcast_to(np.asarray(start, dtype=np.float64), (m,)),
                         np.exp(lo_b), np.exp(hi_b))
         starts = np.log(lam_s)
         e, series = _series(s, float(np.median(lam_s)), _SERIES_TERMS)
         weights.append(e)
-    if reml:
-        weights.append(np.ones((1, r)))
     ET, EFT, BF = _weighted_columns(np.concatenate(weights).T, F)
     FT, ld_grid = np.ascontiguousarray(F.T), np.log(h).sum(-1)
     rest = np.zeros((m, 0, 0)) if rest is None else np.ascontiguousarray(rest, dtype=np.float64)
     out = [np.empty(m), np.empty(m), np.empty((m, c)), np.empty((m, c)), np.empty(m),
            np.zeros(m, dtype=np.int64)]
-    # a few hundred variants at a time: the products' temporaries stay in cache
+    lam0, terms, amax, radii, T, L0 = series
+    f = F.shape[1]
+    # a few hundred variants at a time: the products' temporaries stay in cache; the
+    # first few with every series term, to learn how many the variants need
     step = max(8, _FIT_ELEMENTS // r)
-    for i in range(0, m, step):
-        part = slice(i, i + step)
-        BX = _moments(ET, EFT, X[part])
-        # weights: the grid's, the series' from n_grid on, and (REML) unit weights last
-        _fit_kernel(BX, BF, ld_grid, grid, ET.shape[0] - 1, n_grid, *series, s, FT, X[part],
-                    rest[part], starts[part], float(n), bool(reml), xtol, newton_tol,
-                    max_iter, *(o[part] for o in out))
+    bounds = [0, *range(min(m, max(8, step // 8)), m, step), m]
+    for i, j in zip(bounds[:-1], bounds[1:]):
+        part = slice(i, j)
+        nw = q0 + terms
+        BX = _moments(ET[:nw], np.ascontiguousarray(
+            EFT.reshape(f, -1, EFT.shape[1])[:, :nw]).reshape(f * nw, -1), X[part])
+        _fit_kernel(BX, BF, ld_grid, grid, q0 - 1, q0, lam0, terms, amax, radii[terms], T,
+                    L0, s, FT, X[part], rest[part], starts[part], float(n), bool(reml), xtol,
+                    newton_tol, max_iter, *(o[part] for o in out))
+        if terms:  # as many terms as the variants so far needed (the rest: exact sums)
+            terms = _series_terms(np.abs(out[1][:j] - lam0) * amax, radii)
     logl, lam, beta, se, se2, iterations = out
     return Fit(logl=logl, lam=lam, beta=beta, se=se, sigma_sq_a=lam * se2, sigma_sq_e=se2,
                iterations=iterations)
 
 
+def _series_terms(rho, radii, least=6):
+    """The fewest terms (>= ``least``) whose radius covers 99% of ``rho`` (those within
+    the largest radius); ``radii[q]``: :func:`_series_radius` of q terms."""
+    rho = rho[rho <= radii[-1]]
+    if rho.size == 0:
+        return len(radii) - 1
+    need = np.quantile(rho, 0.99)
+    return next(q for q in range(least, len(radii)) if radii[q] >= need or
+                q == len(radii) - 1)
+
+
 def _series(s, lam0, terms):
     """The shared weights of the series of ``1 / (lam s + 1)`` about ``lam0``,
     ``e_q = s^q d0^(q+1)`` with ``d0 = 1 / (lam0 s + 1)``, (terms, n), and the
-    kernel's ``(lam0, terms, max(s d0), radius, T, L0)``: ``T[q] = sum (s d0)^q``
-    (q <= terms + 1) and ``L0 = log|H(lam0)|`` give log|H| and its derivatives."""
+    kernel's ``(lam0, terms, max(s d0), radii, T, L0)``: ``radii[q]`` the radius of q
+    terms, ``T[q] = sum (s d0)^q`` (q <= terms + 1) and ``L0 = log|H(lam0)|`` give
+    log|H| and its derivatives."""
     d0 = 1.0 / (lam0 * s + 1.0)
     a = s * d0
     powers = np.empty((terms + 2, s.shape[0]))
@@ -1090,8 +1111,9 @@ def _series(s, lam0, terms):
     for q in range(1, terms + 2):
         powers[q] = powers[q - 1] * a
     amax = float(a.max()) if a.size else 0.0
-    return powers[:terms] * d0, (lam0, terms, amax, _series_radius(terms),
-                                 powers.sum(axis=1), float(np.log1p(lam0 * s).sum()))
+    radii = np.array([0.0] + [_series_radius(q) for q in range(1, terms + 1)])
+    return powers[:terms] * d0, (lam0, terms, amax, radii, powers.sum(axis=1),
+                                 float(np.log1p(lam0 * s).sum()))
 
 
 def profile_curvature(s: np.ndarray, W: np.ndarray, y: np.ndarray, lam: float,
