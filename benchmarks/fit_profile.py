@@ -122,7 +122,8 @@ def main() -> None:
                   f"median {np.median(ratios):.2f}, max {max(ratios):.2f}")
             print(f"  total CPU: rotation {tot['rotation']:.2f} s "
                   f"({tot['rotation'] / m * 1e6:.2f} us/variant), fits {tot['fits']:.2f} s "
-                  f"({tot['fits'] / m * 1e6:.2f} us/variant), whole tasks {tot['task']:.2f} s; "
+                  f"({tot['fits'] / m * 1e6:.2f} us/variant), whole tasks "
+                  f"{tot['task']:.2f} s; "
                   f"fits / rotation {tot['fits'] / tot['rotation']:.2f} (goal <= 1)",
                   flush=True)
 

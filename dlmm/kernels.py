@@ -238,9 +238,11 @@ def _gather(dosage, rows, cols, fill, centre):  # pragma: no cover (compiled)
     return out
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
 def _class_counts_rows(dosage, rows):  # pragma: no cover (compiled)
-    """:func:`_class_counts` of ``dosage[rows]`` (rows: int64 indices), without a copy."""
+    """:func:`_class_counts` of ``dosage[rows]`` (rows: int64 indices), without a copy.
+    Vectorised (the sum re-associated: 0.52 -> 0.13 us a variant at n = 400); NaN
+    checks kept (no ``nnan``)."""
     n = dosage.shape[1]
     counts = np.zeros((rows.size, 4), dtype=np.int64)
     total = np.zeros(rows.size)
@@ -1054,7 +1056,8 @@ def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
     weights = [1.0 / h] + ([np.ones((1, r))] if reml else [])
     q0 = len(weights[0]) + bool(reml)
     starts = np.full(m, np.nan)
-    series = (1.0, 0, 0.0, np.zeros(1), np.zeros(2), 0.0)  # lam0, terms, max(s d0), radii, T, L0
+    # no series without a start: lam0, terms, max(s d0), radii, T, L0 (see _series)
+    series = (1.0, 0, 0.0, np.zeros(1), np.zeros(2), 0.0)
     if start is not None and m:
         lam_s = np.clip(np.broadcast_to(np.asarray(start, dtype=np.float64), (m,)),
                         np.exp(lo_b), np.exp(hi_b))
@@ -1063,7 +1066,8 @@ def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
         weights.append(e)
     ET, EFT, BF = _weighted_columns(np.concatenate(weights).T, F)
     FT, ld_grid = np.ascontiguousarray(F.T), np.log(h).sum(-1)
-    rest = np.zeros((m, 0, 0)) if rest is None else np.ascontiguousarray(rest, dtype=np.float64)
+    rest = np.zeros((m, 0, 0)) if rest is None else np.ascontiguousarray(rest,
+                                                                          dtype=np.float64)
     out = [np.empty(m), np.empty(m), np.empty((m, c)), np.empty((m, c)), np.empty(m),
            np.zeros(m, dtype=np.int64)]
     lam0, terms, amax, radii, T, L0 = series
