@@ -692,12 +692,13 @@ def _cholesky(A, c, L):  # pragma: no cover (compiled)
 
 
 @numba.njit(nogil=True, cache=True, inline="always", error_model="numpy")
-def _profile_one(M, ldh, dldh, d2ldh, n, reml, ldxtx, derivs, b, inv, L, A1, v):
+def _profile_one(M, ldh, dldh, d2ldh, n, reml, ldxtx, derivs, b, inv, L, A1,
+                 v):  # pragma: no cover (compiled)
     """:func:`_profile` of one Gram matrix ``M[0]`` (p, p) of [X, y] (and its
     lam-derivatives ``M[1]``, ``M[2]`` when ``derivs``).  Writes ``b`` (c,) and
     ``inv`` (c, c) = ``MXX^-1``; L, A1 (c, c) and v (p,) are workspace.  Returns
     (logl, d1, d2, Q): all NaN if MXX is not positive definite.
-    """  # pragma: no cover (compiled)
+    """
     p = M.shape[1]
     c = p - 1
     nan = np.nan
@@ -1508,21 +1509,18 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     F = [np.column_stack([Wr, Y[:, j]]) for j in range(n_traits)]
     F_raw = None if r == n else [np.column_stack([W, y_j]) for y_j in
                                  np.asarray(y, dtype=np.float64).reshape(n, -1).T]
-    lam_reml = [_null_reml_lambda(s, Wr, Y[:, j], n, None if r == n else lowrank_rest(
-        F_raw[j], F[j])) if "wald" in tests and tested.size else None for j in range(n_traits)]
+    lam_reml = [None] * n_traits  # each trait's null REML lambda: where REML fits start
+    if "wald" in tests and tested.size:
+        for j in range(n_traits):
+            lam_reml[j] = _null_reml_lambda(s, Wr, Y[:, j], n, None if r == n else
+                                            lowrank_rest(F_raw[j], F[j]))
     fill = np.nan_to_num(st["mean"])
     # a slab of variants at a time: its gathered and rotated copies are reused between
     # slabs (no fresh (m, n) arrays per block), and U is read once per >= 256 variants
     step = max(256, _SLAB_ELEMENTS // n)
     for i in range(0, tested.size, step):
         rows = tested[i:i + step]
-        X = variant_design(take(x, rows=rows, fill=fill), model)
-        m, k, _ = X.shape
-        if U.dtype == np.float32:
-            Xr = rotate(U, X.reshape(m * k, n).astype(np.float32)).astype(np.float64)
-        else:
-            Xr = rotate(U, X.reshape(m * k, n))
-        Xr = Xr.reshape(m, k, r)
+        X, Xr = _rotated_slab(x, rows, fill, model, U)
         for j in range(n_traits):
             rest = None if r == n else lowrank_rest(F_raw[j], F[j], X, Xr)
             res = _test_block(Xr, s=s, Wr=Wr, yr=Y[:, j], logl_null=float(logl0[j]),
@@ -1536,6 +1534,19 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
             for name, val in res.items():
                 out[rows, j, cols.index(name)] = val
     return out if multi else out[:, 0]
+
+
+def _rotated_slab(x, rows, fill, model, U):
+    """The design (m, k, n) of the variants ``rows`` of ``x`` (missing calls at
+    ``fill``) and its rotation (m, k, r), in single precision when U is float32."""
+    X = variant_design(take(x, rows=rows, fill=fill), model)
+    m, k, n = X.shape
+    flat = X.reshape(m * k, n)
+    if U.dtype == np.float32:
+        Xr = rotate(U, flat.astype(np.float32)).astype(np.float64)
+    else:
+        Xr = rotate(U, flat)
+    return X, Xr.reshape(m, k, U.shape[1])
 
 
 def _null_reml_lambda(s, Wr, yr, n, rest) -> float:
