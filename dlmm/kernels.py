@@ -522,21 +522,26 @@ def _gram_exact(lam, s, FT, Xj, n_weights, with_logdet, M, ld, w0, w1, w2):  # p
 
     FT : (f, n) = [W, y]'; Xj : (k, n).  Writes ``M[:n_weights]`` (p, p) for the
     weights d, dd/dlam, d2d/dlam2 and ``ld`` (3,): log|H| (0 unless
-    ``with_logdet``) and its two lam-derivatives; w0..w2 (n,) are workspace.
+    ``with_logdet``) and its two lam-derivatives (0 unless ``n_weights`` is 3);
+    w0..w2 (n,) are workspace.
     """
     k, n = Xj.shape
     c0 = FT.shape[0] - 1
     p = c0 + k + 1
     l1 = 0.0
     l2 = 0.0
-    for i in range(n):
-        d = 1.0 / (lam * s[i] + 1.0)
-        sd = s[i] * d
-        w0[i] = d
-        w1[i] = -sd * d
-        w2[i] = 2.0 * sd * sd * d
-        l1 += sd
-        l2 -= sd * sd
+    if n_weights == 3:
+        for i in range(n):
+            d = 1.0 / (lam * s[i] + 1.0)
+            sd = s[i] * d
+            w0[i] = d
+            w1[i] = -sd * d
+            w2[i] = 2.0 * sd * sd * d
+            l1 += sd
+            l2 -= sd * sd
+    else:
+        for i in range(n):
+            w0[i] = 1.0 / (lam * s[i] + 1.0)
     l0 = 0.0
     if with_logdet:
         # log of running products (each factor >= 1), flushed before they could
@@ -602,7 +607,7 @@ def _grams(lam, s, F, X, derivatives=False, with_logdet=True, rest=None):
     variant columns, phenotype, or with ``derivatives`` (3, m, p, p): the Gram
     matrices for d, dd/dlam and d2d/dlam2; logdet (3, m): log|H| and its first
     two lam-derivatives, H = diag(lam s + 1) (log|H| is 0 unless ``with_logdet``:
-    Newton steps need only its derivatives).
+    Newton steps need only its derivatives; they are 0 without ``derivatives``).
 
     One fused pass over the samples per variant (compiled with numba): no
     (m, n) weight or product temporaries, and each variant's sums do not
