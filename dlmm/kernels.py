@@ -1081,7 +1081,7 @@ def fit_exact(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray, *,
     # a few hundred variants at a time: the products' temporaries stay in cache; the
     # first few with every series term, to learn how many the variants need
     step = max(8, _FIT_ELEMENTS // r)
-    bounds = [0, *range(min(m, max(8, step // 8)), m, step), m]
+    bounds = sorted({0, m, *range(min(m, max(8, step // 8)), m, step)})
     for i, j in zip(bounds[:-1], bounds[1:]):
         part = slice(i, j)
         nw = q0 + terms
