@@ -871,7 +871,17 @@ def _at_lambda(j, lam, n_out, with_logdet, BX, BF, q0, nq, lam0, amax, rho_max, 
     weights ``q0 .. q0 + nq - 1``) when ``|lam - lam0| max(s d0) <= rho_max``, else
     by a pass over the samples.  cf (3, nq) is workspace."""
     delta = lam - lam0
-    if nq > 0 and abs(delta) * amax <= rho_max:
+    rho = abs(delta) * amax
+    if nq > 0 and rho <= rho_max:
+        # the terms past the first whose remainder is below rounding: rho^q / (1 - rho)
+        # for the value, q^2 rho^(q-2) / (1 - rho)^3 for the second derivative
+        used = 3
+        power = rho ** 3 if n_out == 1 else rho  # rho^used, or rho^(used - 2)
+        bound = 2.0 ** -53 * (1.0 - rho) ** (1 if n_out == 1 else 3)
+        while used < nq and (power if n_out == 1 else used * used * power) > bound:
+            used += 1
+            power *= rho
+        nq = used
         # d = sum_q x^q s^q d0^(q+1), x = -delta: M, M1, M2 term by term
         x = -delta
         pq = 1.0  # x^q
