@@ -58,8 +58,11 @@ def test_exact_lrt_matches_gemma_lmm2(mouse, tmp_path, kinship, rotation):
     np.testing.assert_array_equal(ours["allele1"], gemma["allele1"])
     np.testing.assert_allclose(ours["af"], gemma["af"], atol=5e-4 + 1e-12)
     d = np.abs(np.log10(ours["p_lrt"]) - np.log10(gemma["p_lrt"]))
-    assert d.max() <= 5e-3, d.max()
-    assert np.median(d) <= 1e-4, np.median(d)
+    # measured: max 2.1e-7, median 1.9e-8 (either kinship); the float32 rotation (its
+    # rounding of U) max 4.3e-6, median 1.7e-7
+    top, mid = (5e-6, 3e-7) if rotation == "float32" else (5e-7, 5e-8)
+    assert d.max() <= top, d.max()
+    assert np.median(d) <= mid, np.median(d)
     # lnL under H1 and lambda, to GEMMA's printed 7 significant digits
     np.testing.assert_allclose(ours["logl_H1"], gemma["logl_H1"], rtol=1e-6)
     np.testing.assert_allclose(ours["l_mle"], gemma["l_mle"], rtol=1e-4)

@@ -20,7 +20,6 @@ from dlmm import io
 from dlmm.demo import write_demo_plink
 from dlmm.errors import InputError
 
-from conftest import log_body
 
 
 def cli(*args, **kw):

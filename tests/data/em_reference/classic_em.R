@@ -4,16 +4,20 @@
 # the iteration before the stop.  The slide's stray minus in the se2 update
 # is not copied: the lab's code has a plus, and so does this script.
 #
-# Usage: Rscript classic_em.R DIR [OUT [N_VARIANTS]]
+# Usage: Rscript classic_em.R DIR [OUT [N_VARIANTS [START]]]
 #   reads DIR/X.txt (samples x variants, coded -1/0/1), DIR/Y.txt, DIR/A.txt
-#   writes OUT (default DIR/reference.tsv), for the first N_VARIANTS (default all): per variant the additive (df = 1) and the
-#   genotypic (df = 2, lab's b = [mu, a, d] with Xd = 1 - 2|Xa|) EM fits, their
-#   LRT p-values against the EM null fit, and the lab's OLS F-test p-value.
+#   writes OUT (default DIR/reference.tsv), for the first N_VARIANTS (default, or "all":
+#   every one): per variant the additive (df = 1) and the genotypic (df = 2, lab's
+#   b = [mu, a, d] with Xd = 1 - 2|Xa|) EM fits, their LRT p-values against the EM
+#   null fit, and the lab's OLS F-test p-value.
+#   START = "sa2,se2,mu" starts the variants' fits there (dlmm's --em-start null:
+#   the ML null fit, the variant's effects at 0) instead of the lab's start; the
+#   null fit keeps the lab's start.
 #   The lnL here is the lab's: -1/2 log|C| - 1/2 r' C^-1 r, without the
-#   -n/2 log(2 pi) constant.
+#   -n/2 log(2 pi) constant.  Variants run in parallel (one process per core).
 suppressMessages(library(MASS))
 
-EM_algorithm = function(Y, X_j, A, max.iter = 100) {
+EM_algorithm = function(Y, X_j, A, max.iter = 100, start = NULL) {
   solve_A = ginv(A)
   n = length(Y)
   Z = diag(1, n)
@@ -21,6 +25,11 @@ EM_algorithm = function(Y, X_j, A, max.iter = 100) {
   sigma_sq_a = 70
   sigma_sq_e = 10
   beta = as.vector(rep(0, ncol(X_j)))
+  if (!is.null(start)) {
+    sigma_sq_a = start[1]
+    sigma_sq_e = start[2]
+    beta[1] = start[3]
+  }
   iter = 2
   C = A * sigma_sq_a + Z * sigma_sq_e
   log_L[1] = -1/2 * determinant(C)$modulus - 1/2 * t(Y - X_j %*% beta) %*% ginv(C) %*% (Y - X_j %*% beta)
@@ -60,18 +69,18 @@ args = commandArgs(trailingOnly = TRUE)
 dir = args[1]
 out_file = if (length(args) >= 2) args[2] else file.path(dir, "reference.tsv")
 X = as.matrix(read.table(file.path(dir, "X.txt")))
-if (length(args) >= 3) X = X[, 1:as.integer(args[3]), drop = FALSE]
+if (length(args) >= 3 && args[3] != "all") X = X[, 1:as.integer(args[3]), drop = FALSE]
+start = if (length(args) >= 4) as.numeric(strsplit(args[4], ",")[[1]]) else NULL
 Y = as.matrix(read.table(file.path(dir, "Y.txt")))
 A = as.matrix(read.table(file.path(dir, "A.txt")))
 n = length(Y)
 null = EM_algorithm(Y, as.matrix(rep(1, n)), A)
-rows = list()
-for (j in 1:ncol(X)) {
+row = function(j) {
   xa = X[, j]
   xd = 1 - 2 * abs(xa)
-  add = EM_algorithm(Y, cbind(1, xa), A)
-  gen = EM_algorithm(Y, cbind(1, xa, xd), A)
-  rows[[j]] = data.frame(
+  add = EM_algorithm(Y, cbind(1, xa), A, start = start)
+  gen = EM_algorithm(Y, cbind(1, xa, xd), A, start = start)
+  data.frame(
     variant = j,
     null_logl = null$log_L, null_iterations = null$iterations,
     add_logl = add$log_L, add_iterations = add$iterations,
@@ -80,9 +89,10 @@ for (j in 1:ncol(X)) {
     gen_logl = gen$log_L, gen_iterations = gen$iterations,
     gen_p = pchisq(-2 * (null$log_L - gen$log_L), 2, lower.tail = FALSE),
     ols_p = pval_calculator_lab7(Y, xa, xd))
-  cat(".")
 }
-cat("\n")
+rows = parallel::mclapply(seq_len(ncol(X)), row, mc.cores = parallel::detectCores())
+failed = sapply(rows, inherits, "try-error")
+if (any(failed)) stop(rows[[which(failed)[1]]])
 out = do.call(rbind, rows)
 write.table(format(out, digits = 17), out_file, sep = "\t",
             quote = FALSE, row.names = FALSE)
