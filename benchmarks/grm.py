@@ -7,6 +7,8 @@ subset=True).values`` on simulated families (``families.py``, cached in ``--cach
 * ``workers``: a local cluster of ``--workers`` worker processes (one thread per core
   shared between them), the client in its own process.
 
+With ``--loco``, ``dlmm.kinship.grm_loco`` (one GRM per contig, ten contigs) instead.
+
 Printed: the wall time of the pass, the peak RSS (VmHWM) of the client and of each
 worker, and the peak above the process's RSS before the pass in units of one n x n
 float64 matrix. ``--pythonpath DIR`` runs another checkout's ``dlmm`` (e.g. the commit
@@ -41,14 +43,14 @@ def _peak() -> int:
     return _status("VmHWM:")
 
 
-def child(prefix: str, mode: str, workers: int, chunk: int) -> dict:
+def child(prefix: str, mode: str, workers: int, chunk: int, loco: bool = False) -> dict:
     """The pass in this process; returns its figures."""
     import numpy as np
     from dask.system import CPU_COUNT
     from distributed import Client, LocalCluster
 
     import dlmm
-    from dlmm.kinship import grm
+    from dlmm.kinship import grm, grm_loco
 
     ds = dlmm.read_plink(prefix, chunk_size=chunk)
     samples = ~np.isnan(dlmm.read_fam_phenotype(prefix))
@@ -61,7 +63,7 @@ def child(prefix: str, mode: str, workers: int, chunk: int) -> dict:
             Client(cluster) as client:
         before = _status("VmRSS:")
         t0 = time.perf_counter()
-        K = grm(ds, samples, subset=True).values
+        K = grm_loco(ds, samples).values[0] if loco else grm(ds, samples, subset=True).values
         wall = time.perf_counter() - t0
         worker_peaks = [] if mode == "local" else list(client.run(_peak).values())
     return {"wall": wall, "client_peak": _peak(), "client_before": before,
@@ -69,12 +71,14 @@ def child(prefix: str, mode: str, workers: int, chunk: int) -> dict:
             "checksum": float(np.abs(K).sum())}
 
 
-def measure(prefix: Path, mode: str, workers: int, chunk: int, pythonpath: str | None) -> dict:
+def measure(prefix: Path, mode: str, workers: int, chunk: int, pythonpath: str | None,
+            loco: bool) -> dict:
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join([pythonpath, env.get("PYTHONPATH", "")])
     r = subprocess.run([sys.executable, __file__, "--child", str(prefix), "--mode", mode,
-                        "--workers", str(workers), "--chunk-size", str(chunk)],
+                        "--workers", str(workers), "--chunk-size", str(chunk)]
+                       + (["--loco"] if loco else []),
                        env=env, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(r.stderr)
@@ -90,10 +94,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--pythonpath", help="another checkout's dlmm, measured first (A/B)")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/dlmm-scale-cache"))
+    ap.add_argument("--loco", action="store_true", help="grm_loco (one GRM per contig)")
     ap.add_argument("--child")
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(child(a.child, a.mode[0], a.workers, a.chunk_size)))
+        print(json.dumps(child(a.child, a.mode[0], a.workers, a.chunk_size, a.loco)))
         return
     a.cache.mkdir(parents=True, exist_ok=True)
     versions = ([("before", a.pythonpath)] if a.pythonpath else []) + [("this", None)]
@@ -101,13 +106,13 @@ def main() -> None:
         prefix = write_families(a.cache / f"fam_{n}x{a.variants}", n, a.variants)
         for mode in a.mode:
             for name, path in versions:
-                r = measure(prefix, mode, a.workers, a.chunk_size, path)
+                r = measure(prefix, mode, a.workers, a.chunk_size, path, a.loco)
                 nn = 8 * r["n"] ** 2
                 extra = (r["client_peak"] - r["client_before"]) / nn
                 workers = ("; worker peaks " + ", ".join(f"{w / GIB:.2f}" for w in
                                                          r["worker_peaks"]) + " GiB"
                            if r["worker_peaks"] else "")
-                print(f"n = {n:>6} {mode:>7} {name:>6}: GRM pass {r['wall']:6.1f} s; client "
+                print(f"n = {n:>6} {mode:>7} {name:>6}: {'LOCO ' if a.loco else ''}GRM pass {r['wall']:6.1f} s; client "
                       f"peak {r['client_peak'] / GIB:.2f} GiB ({extra:.2f} n x n above its "
                       f"RSS before the pass){workers}; sum |K| {r['checksum']:.6g}",
                       flush=True)

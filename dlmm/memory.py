@@ -3,9 +3,9 @@
 Pure Python and numpy (no dask): the figures come from the sizes alone, so a scan can be
 refused in one line before any genotype is read, rather than killed by the kernel.
 
-Every constant here was measured by ``benchmarks/memory_estimate.py`` (peak RSS, VmHWM,
-of a task or of whole runs, on simulated families); its docstring and output give the
-figures.  Bytes are counted as the process's resident memory: arrays, plus the Python
+The constants were measured (``benchmarks/memory_estimate.py``, ``benchmarks/eigh.py``:
+peak RSS, VmHWM, of a task or of whole runs, on simulated families) unless their
+comment says they are counted; the comments give the figures.  Bytes are counted as the process's resident memory: arrays, plus the Python
 runtime of each process (:data:`RUNTIME`).
 
 A task of the scan holds, per variant and per sample, the float32 genotypes it read (4
@@ -28,20 +28,23 @@ MiB = 2**20
 GiB = 2**30
 
 #: Default bytes one task may hold (its working set, beyond what its worker shares).
-#: 256 MiB: measured, the scan's rate per variant stops improving once a task has a few
-#: hundred variants at n = 10,000 (and ~2,000 at n = 2,000), which 256 MiB still gives
-#: (1,300 and 6,500); two tasks per core then fit in well under 1 GiB per core
-#: (``benchmarks/memory_estimate.py``, "throughput by chunk").
+#: Measured (``benchmarks/memory_estimate.py``, "chunk"): the scan's rate per variant is
+#: flat from ~250 variants per task at n = 10,000 (50 MB) and ~500 at n = 2,000
+#: (20 MB).  256 MiB is five times that: 1,170 and 5,850 variants, so tasks stay few
+#: (each costs the scheduler and the client's write of its block a few ms) at biobank
+#: variant counts, while a worker's tasks (threads x 256 MiB) stay well under the
+#: memory of its cores.
 TASK_BUDGET = 256 * MiB
 #: Most variants per task whatever the budget allows (the CLI's default before chunks
-#: by bytes): beyond it a task is no faster per variant, and resuming and the progress
-#: report are coarser.
+#: by bytes): beyond it a task is no faster per variant (measured up to 10,000 at
+#: n = 2,000), and resuming and the progress report are coarser.
 MAX_CHUNK = 10_000
 
-#: Resident bytes of a dlmm process before any data: the interpreter, numpy, scipy,
+#: Resident bytes of a dlmm process besides its data: the interpreter, numpy, scipy,
 #: dask, distributed, xarray, zarr and numba with the compiled kernels (measured: the
-#: client and a worker process, peak RSS of a scan of 200 samples).
-RUNTIME = {"client": 420 * MiB, "worker": 330 * MiB}
+#: client's peak RSS of a full-rank scan at n = 2,000 is 0.29 GiB, with 0.1 GiB of n x n
+#: matrices; a worker's, 1.08 GiB with 0.83 GiB of tasks).
+RUNTIME = {"client": 256 * MiB, "worker": 256 * MiB}
 
 # Bytes per variant and per sample held by one task at its peak (measured with the
 # kernels on their own, benchmarks/memory_estimate.py "per task"), and the fixed part
@@ -254,10 +257,11 @@ def _full(n, r, C, tasks, T, n_workers, in_process, rotation_dtype):
     client["eigen"] = {**held, "kinship": nn, "eigenvectors": nn * r / n,
                        "LAPACK workspace": _EIGH_WORKSPACE * nn}
     client["scan"] = {"eigenvectors": C * nn * r / n}
-    # scan blocks run in contig order: a worker holds one or two contigs' U
+    # scan blocks run in contig order: a worker holds one or two contigs' U (LOCO's
+    # travel in the graph, copies even in process; U itself is scattered, shared)
     u_w = nn * r / n * (0.5 if rotation_dtype == "float32" else 1.0) * min(C, 2)
-    worker["scan"] = {"eigenvectors": 0 if in_process and rotation_dtype != "float32"
-                      else u_w, "tasks": tasks}
+    shared = in_process and not loco and rotation_dtype != "float32"
+    worker["scan"] = {"eigenvectors": 0 if shared else u_w, "tasks": tasks}
     return _merged(client, worker, in_process)
 
 
@@ -282,16 +286,18 @@ def _merged(client, worker, in_process):
     return client, {}
 
 
-#: LAPACK's eigendecomposition (scipy.linalg.eigh, driver and workspace as
-#: kernels.eigh_kinship calls it) beyond the kinship and U, in n x n matrices (measured).
-_EIGH_WORKSPACE = 1.0
+#: LAPACK's eigendecomposition beyond the kinship (its workspace) and U, in n x n
+#: matrices: dsyevr as kernels.eigh_kinship calls it, 1.03 n x n above the kinship
+#: measured at n = 5,000 (benchmarks/eigh.py: U and O(n)).
+_EIGH_WORKSPACE = 0.05
 #: Dask's tall-and-skinny QR/SVD of the factor: the factor, its Q and the product, in
 #: factor-sized arrays (measured at n = 20,000, 2,000 kinship variants).
 _TSQR = 3.0
-#: Client bytes per variant: the variant fields read (ids, positions, alleles) and, per
-#: trait, the result row as the tables are written (measured at 200,000 variants).
-_VARIANT_ROW = 200
-_RESULT_ROW = 150
+#: Client bytes per variant: the variant fields read (ids, positions, alleles: 200-300
+#: measured for a .bim of 20,000 variants) and, per trait, the result row as the tables
+#: are written (its ~15 float64 columns and their text, counted, not measured).
+_VARIANT_ROW = 300
+_RESULT_ROW = 200
 
 
 def check_fits(estimate: Estimate, client_bytes: int, worker_bytes: list[int]) -> None:
