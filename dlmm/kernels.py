@@ -450,7 +450,8 @@ def grm_total(acc: np.ndarray, k: int) -> tuple[np.ndarray, float]:
 
 def grm_genotypes(dosage: np.ndarray, use: np.ndarray, standardise: bool = False,
                   cols: np.ndarray | None = None) -> np.ndarray:
-    """The GRM's genotype factor of one block: ``grm_block = x_c^T x_c``.
+    """The GRM's genotype factor of one block: the block adds ``x_c^T x_c`` to the sum
+    of :func:`grm_block`.
 
     Parameters are those of :func:`grm_block`.  Returns the (used, n) (or
     (used, cols)) float64 centred (standardised) dosages of the used variants,
