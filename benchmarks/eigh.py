@@ -21,6 +21,25 @@ matrices), the largest |eigenvalue difference| against ``evd``, and the ratio of
 time to GEMMA's.
 
     python benchmarks/eigh.py [--samples 5000 10000] [--drivers ...] [--no-gemma]
+
+Measured on the shared 2-core machine (AMD EPYC, scipy's OpenBLAS 0.3.30, two BLAS
+threads in every run; seconds, peak above the kinship in n x n matrices):
+
+    driver              n = 5,000          n = 10,000
+    evd (C order)       15.5   3.07        86.0   3.03
+    evr (C order)       14.0   2.03       103.3   2.01
+    evx                129.5   2.06          -
+    ev                 113.4   1.06          -
+    evr-F (dlmm)    14.5-15.1  1.03   88.9 / 93.7 / 95.3   1.01  (A/B with evd-F)
+    evd-F               13.1   2.07   86.0 / 88.0 / 95.0   2.03
+    numpy.linalg.eigh   15.6   4.07        91.7   4.03
+    dlmm after a GRM    13.8   1.02        92.4   1.01  (in process: BLAS stays on 2)
+    GEMMA 0.98.5        29.9              184.2         (dsyevr, Debian's OpenBLAS)
+
+dsyevr stays: within the run-to-run spread of dsyevd (medians 93.7 and 88.0 s) with
+one n x n matrix less, and about half GEMMA's time on the same matrix. A C-ordered
+kinship costs a copy (f2py), hence the Fortran order. evx and ev are 8-9x slower at
+5,000 and were not rerun at 10,000 (``--drivers`` runs them).
 """
 
 from __future__ import annotations

@@ -79,10 +79,13 @@ def eigh_kinship(kinship: np.ndarray, tol: float | None = None,
                  psd_tol: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Eigendecompose a kinship matrix once.
 
-    LAPACK's ``dsyevr`` (MRRR) through scipy: measured at n = 4,000, its peak
-    beyond the kinship is 1.9 n x n matrices with ``overwrite`` (U and about
-    one of workspace), against 3.9 for numpy's ``eigh`` (``dsyevd``: a copy,
-    U and 2 n^2 of workspace), and it took 22 s against 27 s.
+    LAPACK's ``dsyevr`` (MRRR) through scipy, on every core (BLAS threads), the
+    kinship passed in Fortran order so that with ``overwrite`` LAPACK uses it as
+    its workspace: beyond it only U (1.01 n x n measured).  Measured at
+    n = 10,000 on two cores (``benchmarks/eigh.py``): ``dsyevr`` 89-95 s,
+    ``dsyevd`` 86-95 s (the same within the spread, with one n x n workspace
+    more), numpy's ``eigh`` 92 s with 4 n x n, ``dsyevx`` and ``dsyev`` 8-9x
+    slower (at n = 5,000); GEMMA's ``dsyevr`` took 184 s on the same matrix.
 
     Parameters
     ----------
