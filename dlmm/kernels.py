@@ -46,6 +46,8 @@ __all__ = [
     "lrt",
     "ols_test",
     "grm_block",
+    "grm_accumulator",
+    "grm_total",
     "wald_test",
     "score_test",
     "TESTS",
@@ -80,10 +82,13 @@ def eigh_kinship(kinship: np.ndarray, tol: float | None = None,
                  psd_tol: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Eigendecompose a kinship matrix once.
 
-    LAPACK's ``dsyevr`` (MRRR) through scipy: measured at n = 4,000, its peak
-    beyond the kinship is 1.9 n x n matrices with ``overwrite`` (U and about
-    one of workspace), against 3.9 for numpy's ``eigh`` (``dsyevd``: a copy,
-    U and 2 n^2 of workspace), and it took 22 s against 27 s.
+    LAPACK's ``dsyevr`` (MRRR) through scipy, on every core (BLAS threads), the
+    kinship passed in Fortran order so that with ``overwrite`` LAPACK uses it as
+    its workspace: beyond it only U (1.01 n x n measured).  Measured at
+    n = 10,000 on two cores (``benchmarks/eigh.py``): ``dsyevr`` 89-95 s,
+    ``dsyevd`` 86-95 s (the same within the spread, with one n x n workspace
+    more), numpy's ``eigh`` 92 s with 4 n x n, ``dsyevx`` and ``dsyev`` 8-9x
+    slower (at n = 5,000); GEMMA's ``dsyevr`` took 184 s on the same matrix.
 
     Parameters
     ----------
@@ -112,7 +117,10 @@ def eigh_kinship(kinship: np.ndarray, tol: float | None = None,
     n = K.shape[0]
     low = rank is not None and rank < n
     scale = max(float(np.abs(np.diag(K)).mean()), 1e-300) if n else 1.0  # before LAPACK
-    s, U = eigh(K, driver="evr", subset_by_index=[n - rank, n - 1] if low else None,
+    # LAPACK works in Fortran order; a C-ordered K is passed as its transpose (the same
+    # symmetric matrix), which it may then overwrite without a copy
+    A = K.T if K.flags.c_contiguous and not K.flags.f_contiguous else K
+    s, U = eigh(A, driver="evr", subset_by_index=[n - rank, n - 1] if low else None,
                 overwrite_a=overwrite, check_finite=False)
     if low:
         keep = s >= tol  # a zero eigenvalue's vector is part of the rest
@@ -345,54 +353,113 @@ def _has_dominance(dosage: np.ndarray, rtol: float = 1e-8) -> np.ndarray:
     return resid > rtol * np.maximum(sdd, 1e-300)
 
 
+def grm_accumulator(k: int) -> np.ndarray:
+    """An empty GRM sum over ``k`` samples for :func:`grm_block` to add blocks into.
+
+    Returns (k*k + k + 2,) float64 zeros: ``S`` (k, k) (its lower triangle),
+    ``a`` (k,), ``c`` and the number of variants, with
+    ``sum_j x_c x_c^T = S - a 1^T - 1 a^T + c`` (see :func:`grm_total`).
+    """
+    return np.zeros(k * k + k + 2)
+
+
 def grm_block(dosage: np.ndarray, use: np.ndarray, standardise: bool = False,
-              cols: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
-    """One block's contribution to a GRM (GEMMA ``-gk 1`` / ``-gk 2``).
+              cols: np.ndarray | None = None, acc: np.ndarray | None = None,
+              threads: int = 1) -> np.ndarray:
+    """Add one block's contribution to a GRM (GEMMA ``-gk 1`` / ``-gk 2``) into a sum.
 
     Parameters
     ----------
     dosage : (m, n) dosages with NaN for missing, on all samples.
     use : (m,) bool, the variants that enter the GRM.
     standardise : False for the centred GRM, True for the standardised one.
-    cols : (n,) bool, the samples whose rows and columns to return (centring
+    cols : (n,) bool, the samples whose rows and columns to sum (centring
         and scaling still use all n); default all.
-    out : (n, n) (or (cols, cols)) float64 C-contiguous array to write the
-        result into (the GRM pass's task output), or None.
+    acc : the sum to add into, from :func:`grm_accumulator` (k = n or the
+        ``cols`` count); default a new one.
+    threads : Python threads sharing the product (run it with one BLAS thread
+        each, :func:`dlmm.blas.single_threaded`).
 
     Returns
     -------
-    (n, n) (or (cols, cols)) sum over used variants of ``x_c x_c^T`` (divide by
-    their count); ``out`` when given.  Beyond it, the peak memory is the float32
-    product (n^2 / 2 float64s) on the fast path, else the product alone.
+    ``acc``, with the block's used variants added; :func:`grm_total` gives the
+    (k, k) sum of ``x_c x_c^T`` and the number of variants.  Only the lower
+    triangle is summed, in column slabs: beyond ``acc`` the peak memory is the
+    block's gathered genotypes and a slab's product (``_SLAB_ELEMENTS``), no
+    k x k temporary.
     """
     dosage, rows, counts, mean = _grm_stats(dosage, use)
     n = dosage.shape[1]
+    at = np.flatnonzero(cols) if cols is not None and not np.all(cols) else np.arange(n)
+    k = at.size
+    acc = grm_accumulator(k) if acc is None else acc
+    S, a = acc[:k * k].reshape(k, k), acc[k * k:k * k + k]
     if (not standardise and rows.size < _F32_EXACT_ROWS
             and (counts[:, :3].sum(axis=1) == n).all()):
         # only 0/1/2 calls, none missing: the sums of their products are integers below
-        # 2^24, exact in float32, so X'X by sgemm (twice dgemm's rate), centred after in
-        # float64: sum_j (x_j - mu_j)(x_j - mu_j)' = X'X - a1' - 1a' + mu'mu, a = X'mu
-        at = np.flatnonzero(cols) if cols is not None and not np.all(cols) else np.arange(n)
-        x32, a = _gather_f32(dosage, rows, at, mean[rows])
-        k = at.size
-        G = np.empty((k, k)) if out is None else out
-        G[...] = x32.T @ x32  # widened in place: no float64 copy of the product
-        del x32
-        step = max(1, _FIT_ELEMENTS // k)
-        for i in range(0, k, step):  # in slabs of rows: no (n, n) temporary
-            # a_i + a_k: the same sum either way, G stays symmetric
-            G[i:i + step] -= a[i:i + step, None] + a[None, :]
-        G += mean[rows] @ mean[rows]
-        return G
-    xc = _grm_centred(dosage, rows, mean, standardise, cols)
-    if out is None:
-        return xc.T @ xc  # A^T A: numpy calls BLAS syrk
-    return np.matmul(xc.T, xc, out=out)
+        # 2^24, exact in float32, so X'X by sgemm (twice dgemm's rate); the centring is
+        # linear, sum_j (x_j - mu_j)(x_j - mu_j)' = X'X - a1' - 1a' + mu'mu with a = X'mu,
+        # so a and mu'mu are summed too and applied once, in grm_total
+        x32, a_block = _gather_f32(dosage, rows, at, mean[rows])
+        _add_lower(S, x32, threads)
+        a += a_block
+        acc[-2] += mean[rows] @ mean[rows]
+    elif rows.size:
+        _add_lower(S, _grm_centred(dosage, rows, mean, standardise, cols), threads)
+    acc[-1] += rows.size
+    return acc
+
+
+#: Elements of one column slab's product in :func:`grm_block` (16 MiB in float32).
+_SLAB_ELEMENTS = 1 << 22
+
+
+def _add_lower(S: np.ndarray, x: np.ndarray, threads: int = 1) -> None:
+    """``S += x^T x`` on (at least) the lower triangle, by column slabs: each slab's
+    product is (k - j, slab), so the flops are syrk's (half of gemm's); the slabs are
+    shared among ``threads`` Python threads (BLAS releases the GIL; the slabs write
+    disjoint columns of S)."""
+    k = S.shape[0]
+    step = max(64, _SLAB_ELEMENTS // max(k, 1))
+
+    def slab(j):
+        S[j:, j:j + step] += x[:, j:].T @ x[:, j:j + step]
+
+    starts = range(0, k, step)
+    if threads > 1 and len(starts) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(threads, len(starts))) as pool:
+            list(pool.map(slab, starts))  # the widest slabs first: balanced
+    else:
+        for j in starts:
+            slab(j)
+
+
+def grm_total(acc: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """Finish a GRM sum of :func:`grm_block`, in place.
+
+    Returns ``(G, q)``: G (k, k), symmetric, a view of ``acc``'s memory, the sum
+    over the q variants added of ``x_c x_c^T`` (divide by q for the GRM).
+    """
+    S, a, c = acc[:k * k].reshape(k, k), acc[k * k:k * k + k], acc[-2]
+    step = max(1, _SLAB_ELEMENTS // max(k, 1))
+    for j in range(0, k, step):  # the strict lower triangle mirrored: exactly symmetric
+        S[:j, j:j + step] = S[j:j + step, :j].T
+        d = S[j:j + step, j:j + step]
+        upper = np.triu_indices(d.shape[0], 1)
+        d[upper] = d.T[upper]
+    if a.any() or c:
+        for i in range(0, k, step):  # a_i + a_j: the same sum either way, G stays symmetric
+            S[i:i + step] -= a[i:i + step, None] + a[None, :]
+        S += c
+    return S, float(acc[-1])
 
 
 def grm_genotypes(dosage: np.ndarray, use: np.ndarray, standardise: bool = False,
                   cols: np.ndarray | None = None) -> np.ndarray:
-    """The GRM's genotype factor of one block: ``grm_block = x_c^T x_c``.
+    """The GRM's genotype factor of one block: the block adds ``x_c^T x_c`` to the sum
+    of :func:`grm_block`.
 
     Parameters are those of :func:`grm_block`.  Returns the (used, n) (or
     (used, cols)) float64 centred (standardised) dosages of the used variants,

@@ -117,6 +117,18 @@ def worker_task_counts(address: str, prefix=()) -> dict[str, int]:
                         "len(dask_worker.state.log))))\n", prefix)
 
 
+def tasks_run(address: str, key_part: str, prefix=()) -> dict[str, int]:
+    """Per connected worker, how many tasks whose key contains ``key_part`` it ran (from
+    its own transition log)."""
+    body = (
+        "    def ran(dask_worker):\n"
+        "        return len({str(e[0]) for e in dask_worker.state.log if len(e) > 2\n"
+        "                    and tuple(e[1:3]) == ('executing', 'memory')\n"
+        f"                    and {key_part!r} in str(e[0])}})\n"
+        "    print(json.dumps(c.run(ran)))\n")
+    return _with_client(address, body, prefix)
+
+
 def shared_state_stories(address: str, prefix=()) -> dict[str, list]:
     """Per worker, from its own transition log: ``[blocks it ran, arrivals]``.
 

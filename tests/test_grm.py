@@ -14,6 +14,8 @@ import xarray as xr
 from dlmm import io, samples
 from dlmm.demo import write_demo_plink
 
+from _cluster import dask_cluster, tasks_run
+
 
 def _kinship(path, ids=None) -> np.ndarray:
     """A kinship file's matrix, in the genotypes' sample order when ``ids`` are given."""
@@ -51,6 +53,22 @@ def test_grm_cli_equals_gemma(mouse, mouse_gk2, tmp_path, kind):
     # the two kinds really differ (the test can tell them apart)
     other = np.loadtxt(mouse_gk2 if kind == "centred" else mouse["kinship"])
     assert np.abs(K_zarr - other).max() > 0.1
+
+
+def test_grm_on_real_workers_equals_gemma(mouse, tmp_path):
+    """Two `dask worker` processes: each adds its run of the variant blocks into one sum of
+    its own (one chain of tasks per worker, not a sum per block), and the two sums make
+    GEMMA's -gk 1 matrix."""
+    out = tmp_path / "k"
+    with dask_cluster(tmp_path) as cluster:
+        r = cli("grm", mouse["prefix"], "-o", out, "--chunk-size", 1000,
+                "--scheduler", cluster.address)
+        assert r.returncode == 0, r.stderr
+        ran = tasks_run(cluster.address, "grm-pass-")
+    # 13 blocks of 1,000 variants: 6 and 7 consecutive ones per worker
+    assert sorted(ran.values()) == [6, 7], ran
+    K = io.read_kinship(f"{out}.zarr", 1940, io.read_plink(mouse["prefix"])["sample_id"].values)
+    assert np.abs(K - np.loadtxt(mouse["kinship"])).max() < 1e-8
 
 
 @pytest.fixture(scope="module")

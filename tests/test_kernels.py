@@ -189,5 +189,30 @@ def test_grm_block_with_missing_calls_and_unused_variants(standardise, missing):
         xc = xc / np.sqrt(np.where(var > 0, var, 1.0))[:, None]
     for c in (None, cols):
         want = xc.T @ xc if c is None else xc[:, c].T @ xc[:, c]
-        got = kernels.grm_block(x, use, standardise, cols=c)
+        k = want.shape[0]
+        got, q = kernels.grm_total(kernels.grm_block(x, use, standardise, cols=c), k)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-10)
+        assert q == use.sum() and np.array_equal(got, got.T)
+        # the same sum from two blocks added into one accumulator (one with a missing
+        # call, one without: the float64 and the float32 paths mixed)
+        acc = kernels.grm_accumulator(k)
+        for part in (slice(0, 150), slice(150, 300)):
+            kernels.grm_block(x[part], use[part], standardise, cols=c, acc=acc)
+        got2, q2 = kernels.grm_total(acc, k)
+        np.testing.assert_allclose(got2, want, rtol=1e-12, atol=1e-10)
+        assert q2 == use.sum() and np.array_equal(got2, got2.T)
+
+
+def test_grm_block_sums_in_slabs(monkeypatch):
+    """Column slabs narrower than the matrix (as at biobank n), on one thread or shared
+    among three, give the same sum, exactly symmetric (the float32 products of 0/1/2
+    calls are exact)."""
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 3, (200, 301)).astype(np.float32)
+    use = np.ones(200, dtype=bool)
+    xc = x.astype(np.float64) - x.mean(axis=1, keepdims=True, dtype=np.float64)
+    monkeypatch.setattr(kernels, "_SLAB_ELEMENTS", 301 * 7)  # slabs of 64 columns
+    for threads in (1, 3):  # the slabs shared among threads
+        got, _ = kernels.grm_total(kernels.grm_block(x, use, threads=threads), 301)
+        np.testing.assert_allclose(got, xc.T @ xc, rtol=1e-12, atol=1e-9)
+        assert np.array_equal(got, got.T)

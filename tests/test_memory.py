@@ -1,0 +1,126 @@
+"""dlmm.memory: chunks by bytes, a scan's peak estimated before the work, the one-line
+refusal. (The figures against measured peak RSS: benchmarks/memory_estimate.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from dlmm import memory
+from dlmm.errors import InputError
+
+GIB = 2**30
+SIZES = [100, 1_000, 10_000, 100_000, 1_000_000]
+TASKS = [dict(task="scan"), dict(task="scan", rank=2000), dict(task="grm"),
+         dict(task="grm", float64=True), dict(task="convert"), dict(task="convert", ploidy=4)]
+
+
+@pytest.mark.parametrize("kw", TASKS, ids=lambda kw: "-".join(map(str, kw.values())))
+@pytest.mark.parametrize("budget", [64 * 2**20, memory.TASK_BUDGET, 2 * GIB])
+def test_chunk_bounds_the_bytes_per_task_whatever_n(kw, budget):
+    chunks = []
+    for n in SIZES:
+        chunk = memory.auto_chunk_size(n, budget=budget, **kw)
+        assert 1 <= chunk <= memory.MAX_CHUNK
+        if chunk > 1:  # one variant is the least a task can hold
+            assert memory.task_bytes(n, chunk, **kw) <= budget, (n, chunk)
+        if chunk < memory.MAX_CHUNK:  # the budget, not the cap, decided: it is nearly used
+            assert memory.task_bytes(n, chunk + 1, **kw) > budget, (n, chunk)
+        chunks.append(chunk)
+    assert chunks == sorted(chunks, reverse=True)  # fewer variants as n grows
+    assert chunks[-1] < chunks[0]
+
+
+def test_chunk_gives_every_thread_tasks():
+    # 12,226 variants on 2 threads: at least 4 tasks
+    assert memory.auto_chunk_size(2000, n_variants=12_226, n_threads=2) == 3057
+    # the low-rank scan's rotated block is smaller: larger chunks than full rank
+    assert memory.auto_chunk_size(100_000, rank=2000) > memory.auto_chunk_size(100_000)
+
+
+def test_task_bytes_grow_with_samples_variants_and_rank():
+    b = memory.task_bytes
+    assert b(10_000, 2000) > b(10_000, 1000) > b(5_000, 1000)
+    assert b(10_000, 1000, rank=500) < b(10_000, 1000)
+    assert b(10_000, 1000, task="grm", float64=True) > b(10_000, 1000, task="grm")
+    assert b(10_000, 1000, task="convert", ploidy=4) > b(10_000, 1000, task="convert")
+    with pytest.raises(ValueError):
+        b(10, 10, task="other")
+
+
+def test_full_rank_estimate_grows_as_n_squared():
+    e1, e2 = (memory.estimate_scan("full", n, 20_000) for n in (20_000, 40_000))
+    runtime = memory.RUNTIME["client"]
+    ratio = (e2.client_peak - runtime) / (e1.client_peak - runtime)
+    assert 3.8 < ratio < 4.2  # n x n matrices, and the rest is small
+    assert e1.client_phase in ("centre", "eigen")
+    assert {"kinship", "eigenvectors", "LAPACK workspace", "runtime"} <= set(
+        e1.client_phases["eigen"])
+    # each worker holds U and its tasks; more threads, more tasks at once
+    scan = e1.worker_phases["scan"]
+    assert scan["eigenvectors"] == 8 * 20_000**2 and scan["tasks"] > 0
+    assert e1.worker_phases["grm"]["kinship sums"] == 8 * 20_000**2  # one per worker
+    more = memory.estimate_scan("full", 20_000, 20_000, threads_per_worker=8)
+    assert more.worker_peak > e1.worker_peak
+    # U in float32 halves the workers' copy
+    f32 = memory.estimate_scan("full", 20_000, 20_000, rotation_dtype="float32")
+    assert f32.worker_phases["scan"]["eigenvectors"] == scan["eigenvectors"] // 2
+    # two workers: their sums are added on one of them
+    two = memory.estimate_scan("full", 20_000, 20_000, n_workers=2)
+    assert two.worker_phases["grm"]["kinship sums"] == 2 * 8 * 20_000**2
+    # more variants: a little more on the client (the tables), not per worker
+    big = memory.estimate_scan("full", 20_000, 2_000_000)
+    assert big.worker_peak == e1.worker_peak
+
+
+def test_low_rank_estimate_grows_linearly_and_stays_small():
+    es = [memory.estimate_scan("lowrank", n, 20_000, n_kinship_variants=2000)
+          for n in (50_000, 100_000, 200_000)]
+    gro = [e.client_peak - memory.RUNTIME["client"] for e in es]
+    assert 1.8 < gro[1] / gro[0] < 2.2 and 1.8 < gro[2] / gro[1] < 2.2
+    full = memory.estimate_scan("full", 50_000, 20_000)
+    assert es[0].client_peak < full.client_peak / 10
+    # more workers share the factor's QR
+    two = memory.estimate_scan("lowrank", 200_000, 20_000, n_kinship_variants=2000,
+                               n_workers=4)
+    key = "factor and its QR"
+    assert two.worker_phases["factor"][key] < es[2].worker_phases["factor"][key]
+    # a lower --kinship-rank: a thinner U
+    thin = memory.estimate_scan("lowrank", 200_000, 20_000, n_kinship_variants=2000, rank=500)
+    assert thin.client_peak < es[2].client_peak
+
+
+def test_loco_and_in_process_estimates():
+    full = memory.estimate_scan("full", 10_000, 20_000)
+    loco = memory.estimate_scan("loco", 10_000, 20_000, n_contigs=10)
+    # the n x n matrices: each contig's kinship and eigenvectors, against one of each
+    assert loco.client_peak > 3 * (full.client_peak - memory.RUNTIME["client"])
+    assert loco.worker_phases["grm"]["kinship sums"] == 11 * 8 * 10_000**2
+    one = memory.estimate_scan("full", 10_000, 20_000, in_process=True, threads_per_worker=2)
+    apart = memory.estimate_scan("full", 10_000, 20_000, threads_per_worker=2)
+    assert one.worker_peak == 0 and one.worker_phases == {}
+    # one process: at least the larger side, and U once, so less than the two together
+    assert apart.client_peak <= one.client_peak < apart.client_peak + apart.worker_peak
+    with pytest.raises(ValueError):
+        memory.estimate_scan("other", 10, 10)
+
+
+def test_check_fits_refuses_in_one_line_with_the_figures_and_the_way_out():
+    e = memory.estimate_scan("full", 60_000, 20_000)
+    with pytest.raises(InputError) as info:
+        memory.check_fits(e, 24 * GIB, [24 * GIB])
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith("memory: a full-rank scan of 60,000 samples needs about ")
+    assert f"{e.client_peak / GIB:.1f} GiB on the client" in msg and "24.0 GiB" in msg
+    assert "--kinship-variants" in msg and "--kinship-rank" in msg
+    memory.check_fits(e, 2 * e.client_peak, [2 * e.worker_peak] * 3)  # fits: no error
+    # a worker short, the client not
+    with pytest.raises(InputError, match="per worker") as info:
+        memory.check_fits(e, 2 * e.client_peak, [2 * e.worker_peak, e.worker_peak - 1])
+    assert "on the client" not in str(info.value)
+    low = memory.estimate_scan("lowrank", 200_000, 20_000, n_kinship_variants=2000)
+    with pytest.raises(InputError) as info:
+        memory.check_fits(low, low.client_peak - 1, [])
+    msg = str(info.value)
+    assert "low-rank scan of 200,000" in msg and "--kinship-rank" in msg
+    assert "workers" in msg and "\n" not in msg
