@@ -22,7 +22,7 @@ import pandas as pd
 import xarray as xr
 
 from .errors import InputError
-from .io import DEFAULT_CHUNK, balanced_chunks, contig_index, genotype_dataset
+from .io import contig_index, genotype_dataset, variant_chunks
 from .samples import need_file, to_float
 
 __all__ = ["read_bgen", "read_sample_file"]
@@ -191,7 +191,7 @@ def _samples(bgen_path: Path, sample_path, n: int, cbgen_file) -> tuple[np.ndarr
 
 
 def read_bgen(path: str | os.PathLike, sample_path: str | os.PathLike | None = None,
-              chunk_size: int = DEFAULT_CHUNK) -> xr.Dataset:
+              chunk_size: int | None = None) -> xr.Dataset:
     """Open a ``.bgen`` as a lazy genotype Dataset of expected allele counts.
 
     Parameters
@@ -200,7 +200,8 @@ def read_bgen(path: str | os.PathLike, sample_path: str | os.PathLike | None = N
     sample_path : Oxford .sample for the sample ids (its ID_2 column); default
         ``X.sample`` beside ``X.bgen`` if present, else the ids stored in the
         .bgen, else ``sample1..sampleN``.
-    chunk_size : variants per chunk (one Dask task each, all samples).
+    chunk_size : variants per chunk (one Dask task each, all samples); default: from
+        a byte budget per task (:func:`dlmm.io.variant_chunks`).
 
     Returns
     -------
@@ -230,7 +231,7 @@ def read_bgen(path: str | os.PathLike, sample_path: str | os.PathLike | None = N
         sample_id, extra = _samples(bgen, sample_path, n, bf)
     alleles = np.array([a.decode().split(",") for a in v["allele_ids"]], dtype=object)
     names = np.where(v["rsid"] != b"", v["rsid"], v["id"])
-    chunks = (balanced_chunks(m, chunk_size), (n,))
+    chunks = (variant_chunks(m, n, chunk_size), (n,))
     dosage = da.map_blocks(
         _read_bgen_chunk, path=str(bgen), metafile=str(meta), n_samples=n, chunks=chunks,
         dtype=np.float32, meta=np.empty((0, 0), dtype=np.float32), name="read-bgen-" + tokenize(

@@ -77,8 +77,8 @@ def _filters(p) -> None:
     p.add_argument("--maf", type=float, default=0.01, help="minimum allele frequency (0.01)")
     p.add_argument("--max-missing", type=float, default=0.05,
                    help="maximum missing rate of a variant (0.05)")
-    p.add_argument("--chunk-size", type=int, help="variants per task (default: the store's "
-                   "chunks, else 10000)")
+    p.add_argument("--chunk-size", type=int, help="variants per task (default: as many as "
+                   "fit a task's 256 MiB budget, at most 10000)")
 
 
 def _cluster(p) -> None:
@@ -143,7 +143,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Stream genotypes into a VCF Zarr store, chunk by chunk.")
     c.add_argument("source", help="PLINK prefix, VCF Zarr store or text genotype matrix")
     c.add_argument("out", help="output store, e.g. data.zarr")
-    c.add_argument("--chunk-size", type=int, default=10_000, help="variants per chunk")
+    c.add_argument("--chunk-size", type=int, help="variants per chunk (default: as many "
+                   "as fit a task's 256 MiB budget, at most 10000)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing store")
     d = sub.add_parser("demo", help="simulate a small family data set and scan it",
                        description="Simulate (seeded) nuclear families with a few causal "

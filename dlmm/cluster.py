@@ -22,7 +22,7 @@ from distributed import Client, Nanny, Scheduler, SpecCluster, Worker
 from .errors import InputError
 
 __all__ = ["CONNECT_TIMEOUT", "check_options", "check_scheduler_address", "client_for",
-           "cluster_memory"]
+           "cluster_memory", "resources"]
 
 CONNECT_TIMEOUT = 10.0  # seconds to connect to a scheduler and read its handshake
 MIN_WORKER_MEMORY = 512 * 2**20  # below this a worker pauses on its own imports
@@ -370,6 +370,38 @@ def client_for(scheduler: str | None = None, *, threads: int | None = None,
     else:
         with _local(opts["threads"], opts["memory"], opts["dashboard_address"]) as pair:
             yield pair
+
+
+def resources(client: Client | None = None) -> dict:
+    """What a scan's memory check needs to know of where it runs.
+
+    Returns
+    -------
+    dict with ``threads_per_worker`` and ``n_workers`` (the most threads of a worker;
+    without a client, this process's cores), ``in_process`` (the one worker is this
+    process: the client's and its arrays add up), ``client_bytes`` (what this process
+    may use: the memory available now plus its own, within the machine's or cgroup's
+    limit and an in-process worker's ``memory_limit``) and ``worker_bytes`` (the
+    memory limits of worker processes; empty in process or when none is set).
+    """
+    import psutil
+    from dask.system import CPU_COUNT
+    from distributed.system import MEMORY_LIMIT
+
+    own = psutil.Process().memory_info().rss
+    client_bytes = min(MEMORY_LIMIT, psutil.virtual_memory().available + own)
+    if client is None:
+        return {"threads_per_worker": CPU_COUNT, "n_workers": 1, "in_process": True,
+                "client_bytes": client_bytes, "worker_bytes": []}
+    info = list(client.scheduler_info(n_workers=-1)["workers"].values())
+    in_process = client.scheduler.address.startswith("inproc://")
+    limits = cluster_memory(client)
+    if in_process and limits and limits[0]:
+        client_bytes = min(client_bytes, limits[0])
+    return {"threads_per_worker": max([w["nthreads"] for w in info], default=1),
+            "n_workers": max(1, len(info)), "in_process": in_process,
+            "client_bytes": client_bytes,
+            "worker_bytes": [] if in_process or not all(limits) else limits}
 
 
 def cluster_memory(client: Client) -> list[int]:

@@ -81,7 +81,8 @@ def open_genotypes(path: str | os.PathLike, *, chunk_size: int | None = None) ->
     path : a VCF Zarr store (folder or fsspec URL), a PLINK prefix (or its .bed), a
         PLINK 2 prefix (or its .pgen), a .bgen (with its .sample beside it), or the
         course lab's whitespace text matrix.
-    chunk_size : variants per task (default: the store's chunks, else 10,000).
+    chunk_size : variants per task (default: as many as a task holds in its byte budget,
+        :func:`dlmm.io.variant_chunks`; a Zarr store's chunks when they are smaller).
 
     Returns
     -------
@@ -92,7 +93,7 @@ def open_genotypes(path: str | os.PathLike, *, chunk_size: int | None = None) ->
     """
     positive_int("chunk_size", chunk_size)
     fmt, where = genotype_format(path)
-    chunk = chunk_size or io.DEFAULT_CHUNK
+    chunk = chunk_size
     if fmt == "zarr":
         ds = io.open_store(where, chunk_size=chunk_size)
     elif fmt == "plink":

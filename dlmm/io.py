@@ -24,6 +24,7 @@ from .samples import (Kinship, check_text, check_unique, few, need_file, read_te
 
 __all__ = [
     "balanced_chunks",
+    "variant_chunks",
     "contig_index",
     "kinship_variants",
     "read_plink",
@@ -40,7 +41,6 @@ __all__ = [
     "check_arrays",
 ]
 
-DEFAULT_CHUNK = 10_000
 #: A kinship with an eigenvalue below -PSD_TOL x its mean diagonal is refused.
 PSD_TOL = 1e-3
 def genotype_dataset(dosage, *, sample_id, variant_id, variant_contig, contig_id,
@@ -82,6 +82,15 @@ def balanced_chunks(m: int, chunk_size: int) -> tuple[int, ...]:
     q = -(-m // k)
     k = -(-m // q)
     return (q,) * (k - 1) + (m - q * (k - 1),)
+
+
+def variant_chunks(m: int, n: int, chunk_size: int | None = None) -> tuple[int, ...]:
+    """Chunks of ``m`` variants on ``n`` samples: at most ``chunk_size`` each, or (None)
+    as many as one task holds in its byte budget (:func:`dlmm.memory.auto_chunk_size`:
+    10,000 up to n = 1,300, then fewer as n grows), evened out by :func:`balanced_chunks`."""
+    from .memory import auto_chunk_size
+
+    return balanced_chunks(m, chunk_size or auto_chunk_size(n))
 
 
 def _read_bed_block(path: str, n_samples: int, n_variants: int, start: int, stop: int) -> np.ndarray:
@@ -141,11 +150,12 @@ def read_fam_phenotype(prefix: str | os.PathLike, col: int = 1) -> np.ndarray:
     return values[:, col - 1]
 
 
-def read_plink(prefix: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK) -> xr.Dataset:
+def read_plink(prefix: str | os.PathLike, chunk_size: int | None = None) -> xr.Dataset:
     """Open PLINK ``prefix.bed/.bim/.fam`` as a lazy genotype Dataset.
 
     The dosage counts the first allele of the .bim (column 5, PLINK's A1,
-    GEMMA's ``allele1``), chunked by ``chunk_size`` variants.
+    GEMMA's ``allele1``), chunked by ``chunk_size`` variants (default: from a byte
+    budget per task, :func:`variant_chunks`).
     """
     import dask.array as da
     from dask.base import tokenize
@@ -178,7 +188,7 @@ def read_plink(prefix: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK) -> xr
                          "fix the .bim positions") from None
     # one task per chunk, with no inputs (root tasks, read as the scans need them; see
     # _checked_read), not a from_delayed per chunk concatenated (three tasks per chunk)
-    chunks = (balanced_chunks(m, chunk_size), (n,))
+    chunks = (variant_chunks(m, n, chunk_size), (n,))
     dosage = da.map_blocks(
         _read_bed_chunk, path=str(bed), n_samples=n, n_variants=m, chunks=chunks,
         dtype=np.float32, meta=np.empty((0, 0), dtype=np.float32),
@@ -217,7 +227,7 @@ def _contig_key(name: str):
     return (0, int(name), "") if name.isdigit() else (1, 0, name)
 
 
-def read_text_genotypes(path: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK) -> xr.Dataset:
+def read_text_genotypes(path: str | os.PathLike, chunk_size: int | None = None) -> xr.Dataset:
     """Read the lab's whitespace text matrix (rows samples, columns variants).
 
     Coded -1/0/1 (shifted to 0/1/2) or 0/1/2; NA or -9 for missing.  Variants
@@ -240,7 +250,7 @@ def read_text_genotypes(path: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK
                          "code genotypes as -1/0/1 or 0/1/2, NA for missing")
     n, m = x.shape
     dosage = da.from_array(np.ascontiguousarray((x + shift).T.astype(np.float32)),
-                           chunks=(balanced_chunks(m, chunk_size), n))
+                           chunks=(variant_chunks(m, n, chunk_size), n))
     return genotype_dataset(
         dosage, sample_id=[f"sample{i + 1}" for i in range(n)],
         variant_id=[f"snp{j + 1}" for j in range(m)], variant_contig=np.zeros(m, int),
@@ -494,10 +504,14 @@ def _read_genotype_block(store: str, block_info=None) -> np.ndarray:
 
 
 def _variant_chunks(var: xr.DataArray, chunk_size: int | None) -> tuple[int, ...]:
-    """The store's chunks along variants, or ``chunk_size`` evened out (balanced_chunks)."""
-    if chunk_size is None:
-        return var.data.chunks[0]
-    return balanced_chunks(var.shape[0], chunk_size)
+    """``chunk_size`` evened out (:func:`balanced_chunks`), or (None) the store's chunks
+    along variants, each split evenly when a task could not hold it (its byte budget)."""
+    if chunk_size is not None:
+        return balanced_chunks(var.shape[0], chunk_size)
+    from .memory import auto_chunk_size
+
+    most = auto_chunk_size(var.shape[1])
+    return tuple(c for size in var.data.chunks[0] for c in balanced_chunks(size, most))
 
 
 def _checked_read(path, name: str, var: xr.DataArray, chunk_size: int | None = None):

@@ -12,12 +12,14 @@ __all__ = ["grm", "grm_factor", "grm_loco", "split_at_contigs"]
 
 def dosage_blocks(ds: xr.Dataset):
     """``call_dosage`` as a (variants, samples) dask array with one chunk over the samples
-    (a numpy one is split in chunks of 10,000 variants)."""
+    (a numpy one is split by :func:`dlmm.io.variant_chunks`)."""
     import dask.array as da
+
+    from .io import variant_chunks
 
     dosage = ds["call_dosage"].data
     if not isinstance(dosage, da.Array):
-        dosage = da.from_array(dosage, chunks=(10_000, -1))
+        dosage = da.from_array(dosage, chunks=(variant_chunks(*dosage.shape), -1))
     return dosage.rechunk({1: -1})
 
 

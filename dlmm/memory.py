@@ -331,12 +331,17 @@ def check_fits(estimate: Estimate, client_bytes: int, worker_bytes: list[int]) -
     what = {"full": "a full-rank scan", "lowrank": "a low-rank scan",
             "loco": "a LOCO scan"}[estimate.path]
     need = max(estimate.client_peak, estimate.worker_peak)
-    if estimate.path == "lowrank":
+    parts = estimate.client if estimate.client_peak >= estimate.worker_peak else \
+        estimate.worker
+    if max(parts, key=parts.get, default="") == "tasks":  # the blocks, not the kinship
+        fix = (f"a smaller --chunk-size, fewer --threads, or at least {-(-need // GiB)} GiB "
+               "per process")
+    elif estimate.path == "lowrank":
         fix = ("keep fewer eigenvectors (--kinship-rank) or fewer --kinship-variants, give "
-               f"each process at least {need / GiB:.0f} GiB (a bigger node), or add workers")
+               f"each process at least {-(-need // GiB)} GiB (a bigger node), or add workers")
     else:
         fix = ("use the low-rank kinship (--kinship-variants 2000, or --kinship-rank K: no "
-               f"n x n matrix), or run on a node with at least {need / GiB:.0f} GiB")
+               f"n x n matrix), or run on a node with at least {-(-need // GiB)} GiB")
     raise InputError("memory", f"{what} of {estimate.n_samples:,} samples needs about "
                      + " and ".join(short), fix)
 

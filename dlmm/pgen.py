@@ -17,7 +17,7 @@ import pandas as pd
 import xarray as xr
 
 from .errors import InputError
-from .io import DEFAULT_CHUNK, balanced_chunks, contig_index, genotype_dataset
+from .io import contig_index, genotype_dataset, variant_chunks
 from .samples import need_file, to_float
 
 __all__ = ["read_pgen", "read_pvar", "read_psam", "pgen_prefix"]
@@ -172,13 +172,14 @@ def _pgen_counts(pgen: Path) -> tuple[int, int]:
         reader.close()
 
 
-def read_pgen(prefix_or_path: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK) -> xr.Dataset:
+def read_pgen(prefix_or_path: str | os.PathLike, chunk_size: int | None = None) -> xr.Dataset:
     """Open PLINK 2 ``X.pgen/.pvar/.psam`` as a lazy genotype Dataset.
 
     Parameters
     ----------
     prefix_or_path : ``X`` or the path of any of the three files.
-    chunk_size : variants per chunk (one Dask task each, all samples).
+    chunk_size : variants per chunk (one Dask task each, all samples); default: from
+        a byte budget per task (:func:`dlmm.io.variant_chunks`).
 
     Returns
     -------
@@ -216,7 +217,7 @@ def read_pgen(prefix_or_path: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK
         position = pvar["POS"].astype(np.int64).to_numpy()
     except ValueError:
         raise InputError(f"{prefix}.pvar", "POS is not an integer", "fix the positions") from None
-    chunks = (balanced_chunks(m, chunk_size), (n,))
+    chunks = (variant_chunks(m, n, chunk_size), (n,))
     dosage = da.map_blocks(
         _read_pgen_chunk, path=str(pgen), n_samples=n, n_variants=m, chunks=chunks,
         dtype=np.float32, meta=np.empty((0, 0), dtype=np.float32),

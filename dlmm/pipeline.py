@@ -25,7 +25,7 @@ from .inputs import ScanInputs, prepare_inputs
 from .options import ScanOptions
 
 __all__ = ["run", "plan", "execute", "run_grm", "RunPlan", "RunResult", "Outputs",
-           "output_paths", "check_outputs"]
+           "output_paths", "check_outputs", "check_memory"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,8 @@ def plan(genotypes, phenotypes=None, *, out: str | os.PathLike, traits=None,
                   for role, ident in prov["inputs"].items()}
     if resume:  # refuse a mismatch now, not after the GRM pass and the null fits
         results.check_resumable(paths.store, _known_fingerprint(ds, options, identities))
+    if inputs.kinship is not None and not resume:  # its eigendecomposition runs here
+        check_memory(ds, inputs, options)
     # a given kinship needs no pass over the genotypes: its eigendecomposition (which
     # checks it positive semi-definite) and the null fits run here, before any cluster
     strata = (scanner.setup(ds, inputs, options, echo=echo) if inputs.kinship is not None
@@ -139,6 +141,30 @@ def plotting_installed() -> bool:
 
     return all(importlib.util.find_spec(m) is not None
                for m in ("holoviews", "bokeh", "datashader", "matplotlib"))
+
+
+def check_memory(ds: xr.Dataset, inputs: ScanInputs, options: ScanOptions,
+                 client=None) -> None:
+    """Refuse in one line a scan that would not fit in memory, before the work: its peak
+    on this process and on each worker (:func:`dlmm.memory.estimate_scan`) against the
+    memory they have (:func:`dlmm.cluster.resources`; no client: this process alone)."""
+    import numpy as np
+
+    from .cluster import resources
+    from .kinship import dosage_blocks
+    from .memory import check_fits, estimate_scan
+
+    where = resources(client)
+    kv = inputs.kinship_variants
+    path = "lowrank" if kv is not None else "loco" if options.loco else "full"
+    est = estimate_scan(
+        path, ds.sizes["samples"], ds.sizes["variants"], rank=options.kinship_rank,
+        n_kinship_variants=None if kv is None else int(kv.size),
+        chunk=max(dosage_blocks(ds).chunks[0], default=1), n_traits=len(inputs.traits),
+        threads_per_worker=where["threads_per_worker"], n_workers=where["n_workers"],
+        n_contigs=int(np.unique(ds["variant_contig"].values).size),
+        in_process=where["in_process"], rotation_dtype=options.rotation_dtype)
+    check_fits(est, where["client_bytes"], where["worker_bytes"])
 
 
 def _known_fingerprint(ds: xr.Dataset, options: ScanOptions, identities: dict) -> dict:
@@ -205,6 +231,8 @@ def execute(plan: RunPlan, *, client=None, echo=None, on_block=None) -> RunResul
 
         warming = warm_up()
     with outputs.lock(plan.outputs.prefix):
+        if plan.strata is None:  # (with a given kinship, checked by plan)
+            check_memory(plan.genotypes, plan.inputs, plan.options, client)
         strata = plan.strata or scanner.setup(plan.genotypes, plan.inputs, plan.options,
                                               echo=echo)
         lazy = scanner.scan_inputs(plan.genotypes, plan.inputs, plan.options, strata)

@@ -16,7 +16,7 @@ __all__ = ["convert", "write_kinship_zarr", "write_kinship_text", "ZARR_FORMAT"]
 ZARR_FORMAT = 2  # as bio2zarr's VCF Zarr stores; opened by sgkit and xarray alike
 
 
-def convert(ds: xr.Dataset, path: str | os.PathLike, *, chunk_size: int = 10_000,
+def convert(ds: xr.Dataset, path: str | os.PathLike, *, chunk_size: int | None = None,
             overwrite: bool = False) -> Path:
     """Write a genotype Dataset to a VCF Zarr store, chunk by chunk.
 
@@ -24,15 +24,20 @@ def convert(ds: xr.Dataset, path: str | os.PathLike, *, chunk_size: int = 10_000
     derived from the dosage (0 -> [0, 0], 1 -> [0, 1], 2 -> [1, 1]; a fractional
     dosage is an error); a BGEN's expected counts are kept as ``call_dosage``
     float32.  The variant and sample fields are copied.  Dask streams the chunks: the
-    genotype matrix is never in memory at once.  Written to a temporary name
-    and renamed when complete.
+    genotype matrix is never in memory at once; ``chunk_size`` variants per chunk
+    (default: as many as a task holds in its byte budget,
+    :func:`dlmm.memory.auto_chunk_size`).  Written to a temporary name and renamed
+    when complete.
     """
 
     import dask.array as da
 
     from .options import positive_int
 
-    positive_int("chunk_size", chunk_size, none_ok=False)
+    from .memory import auto_chunk_size
+
+    positive_int("chunk_size", chunk_size)
+    chunk_size = chunk_size or auto_chunk_size(ds.sizes["samples"], task="convert")
     path = Path(path)
     outputs.check_unlocked(path)
     outputs.check_new([path], overwrite, dirs=(path,))

@@ -124,3 +124,29 @@ def test_check_fits_refuses_in_one_line_with_the_figures_and_the_way_out():
     msg = str(info.value)
     assert "low-rank scan of 200,000" in msg and "--kinship-rank" in msg
     assert "workers" in msg and "\n" not in msg
+
+
+def test_scan_refuses_before_the_work_when_the_cluster_is_too_small(tmp_path):
+    """6,000 samples in full rank need ~1 GiB on the client (the kinship, its centring and
+    eigendecomposition): a 512 MiB local cluster refuses in one line, before the GRM
+    pass, and writes nothing; the same scan with the low-rank kinship is let through
+    the check."""
+    import subprocess
+    import sys
+
+    from dlmm.demo import write_demo_plink
+
+    write_demo_plink(tmp_path / "g", seed=5, n_families=1200, n_variants=40)
+    base = [sys.executable, "-m", "dlmm.cli", "scan", str(tmp_path / "g"), "--no-plot",
+            "--no-dashboard", "--memory-limit", "512MiB"]
+    r = subprocess.run(base + ["--out", str(tmp_path / "full")], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("dlmm: error: memory: a full-rank scan of 6,000 samples needs")
+    assert "--kinship-variants" in line and "GiB" in line
+    assert "GRM" not in r.stdout
+    assert not list(tmp_path.glob("full*"))
+    r = subprocess.run(base + ["--kinship-variants", "20", "--out", str(tmp_path / "low")],
+                       capture_output=True, text=True, timeout=300)
+    assert "memory:" not in r.stderr

@@ -21,7 +21,6 @@ from dlmm.demo import write_demo_plink
 from dlmm.errors import InputError
 
 
-
 def cli(*args, **kw):
     return subprocess.run([sys.executable, "-m", "dlmm.cli", *map(str, args)],
                           capture_output=True, text=True, **kw)
