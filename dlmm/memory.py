@@ -102,8 +102,8 @@ def auto_chunk_size(n_samples: int, *, task: str = "scan", budget: int = TASK_BU
     """Variants per task so that a task holds at most ``budget`` bytes, whatever n is.
 
     As Dask's ``chunks="auto"`` does with its array chunk size, but from what a task of
-    dlmm really holds (:func:`task_bytes`): 256 MiB gives 6,700 variants at n = 2,000,
-    1,300 at 10,000, 130 at 100,000 in full rank; the low-rank scan's rotated block is
+    dlmm really holds (:func:`task_bytes`): 256 MiB gives 5,850 variants at n = 2,000,
+    1,170 at 10,000, 117 at 100,000 in full rank; the low-rank scan's rotated block is
     smaller, so its chunks are larger.
 
     Parameters
