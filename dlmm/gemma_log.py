@@ -8,7 +8,8 @@ import xarray as xr
 
 from . import schema
 
-__all__ = ["log_lines", "fit_lines", "count_lines", "null_lines", "skipped_line"]
+__all__ = ["log_lines", "fit_lines", "count_lines", "null_lines", "skipped_line",
+           "calibration_lines"]
 
 
 def _null(res: xr.Dataset, key: str, contig: int | None = None):
@@ -118,6 +119,20 @@ def fit_lines(res: xr.Dataset) -> list[str]:
     return count_lines(res, None) + _kinship_lines(res) + _null_block(res)
 
 
+_P_VALUES = {"variant_lmm_p_value": "LRT", "variant_lmm_p_value_wald": "Wald",
+             "variant_lmm_p_value_score": "score", "variant_linreg_p_value": "OLS"}
+
+
+def calibration_lines(res: xr.Dataset) -> list[str]:
+    """lambda_GC of each test's p-values of one trait (their median chi2 statistic over
+    its expectation): about 1 when the kinship absorbs relatedness and structure."""
+    from .plot import lambda_gc
+
+    df = 2 if res.attrs.get("model") == "genotypic" else 1
+    return [f"## lambda_GC ({label}) = {lambda_gc(res[name].values, df):.4f}"
+            for name, label in _P_VALUES.items() if name in res]
+
+
 def log_lines(res: xr.Dataset, minutes: float | None = None) -> list[str]:
     """The log of one trait of a computed result (select it with
     :func:`dlmm.export.select_trait`)."""
@@ -130,7 +145,7 @@ def log_lines(res: xr.Dataset, minutes: float | None = None) -> list[str]:
     skipped = skipped_line(res)
     if skipped:
         lines.append(skipped)
-    lines += _kinship_lines(res) + _null_block(res)
+    lines += _kinship_lines(res) + _null_block(res) + calibration_lines(res)
     if minutes is not None:
         lines.append(f"## total computation time = {minutes:.6g} min")
     return lines

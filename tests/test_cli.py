@@ -28,7 +28,14 @@ def test_demo_finds_causal_variants(tmp_path):
     assert "top hits" in r.stdout and "pve estimate in the null model" in r.stdout
     top = r.stdout.split("top hits")[1].splitlines()[2:5]
     assert any(line.strip().startswith("*") for line in top), r.stdout
-    assert (tmp_path / "d" / "demo.log.txt").exists()
+    # the log's lambda_GC is the table's, by R's definition: qchisq(median(p), 1, lower =
+    # FALSE) / qchisq(0.5, 1), here with scipy
+    from scipy import stats
+
+    log = (tmp_path / "d" / "demo.log.txt").read_text()
+    got = float(re.search(r"^## lambda_GC \(LRT\) = (\S+)$", log, re.M).group(1))
+    want = stats.chi2.isf(table["p_lrt"].median(), 1) / stats.chi2.ppf(0.5, 1)
+    assert got == pytest.approx(want, abs=1e-4) and 0.7 < got < 1.5
     # not a terminal: progress as lines; the cluster's size and dashboard are shown
     assert re.search(r"^progress: (\d+)/\1 blocks 100%", r.stderr, re.M), r.stderr
     assert re.search(r"^dask dashboard: http\S+ \(local cluster: 1 worker, \d+ threads?", r.stderr,
