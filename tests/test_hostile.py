@@ -957,7 +957,7 @@ CASES = [
     C("traceback", "genotypes-given-as-bed", ["scan", "p.bed", "--no-plot", "--no-dashboard",
                                               "--out", "s"], status=0, lines=0),
     C("traceback", "genotypes-given-as-pgen", ["scan", "x.pgen", "--out", "s"],
-      setup=write_bytes("x.pgen", b"l\x1b\x10" + bytes(range(256))), says=("x.pgen", "plink2")),
+      setup=write_bytes("x.pgen", b"l\x1b\x10" + bytes(range(256))), says=("x.pvar", "not found")),
     C("traceback", "genotypes-given-as-bgen", ["scan", "x.bgen", "--out", "s"],
       setup=write_bytes("x.bgen", bytes(range(256))), says=("x.bgen", "BGEN")),
     C("traceback", "genotypes-given-as-vcf-gz", ["scan", "x.vcf.gz", "--out", "s"],
