@@ -66,11 +66,15 @@ _LOG_2PI = np.log(2.0 * np.pi)
 # --------------------------------------------------------------------------
 # kinship, rotation, genotype preparation
 # --------------------------------------------------------------------------
-def center_kinship(kinship: np.ndarray) -> np.ndarray:
-    """Double-centre a kinship, ``P K P`` with ``P = I - 11'/n`` (GEMMA's ``CenterMatrix``)."""
+def center_kinship(kinship: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    """Double-centre a kinship, ``P K P`` with ``P = I - 11'/n`` (GEMMA's ``CenterMatrix``);
+    ``overwrite``: in place (a float64 ``kinship`` is changed; no n x n copy)."""
     K = np.asarray(kinship, dtype=np.float64)
-    K = K - K.mean(axis=0, keepdims=True)
-    return K - K.mean(axis=1, keepdims=True)
+    if not overwrite or not K.flags.writeable or K is not kinship:
+        K = K.copy()
+    K -= K.mean(axis=0, keepdims=True)
+    K -= K.mean(axis=1, keepdims=True)
+    return K
 
 
 class NotPositiveSemiDefinite(ValueError):

@@ -248,12 +248,12 @@ def _full(n, r, C, tasks, T, n_workers, in_process, rotation_dtype):
     # (in process the sum is the received chunk)
     client = {"grm": {"kinship (received)": 0 if in_process else C * nn,
                       "kinship (joined)": C * nn}}
-    # then per contig: its kinship copied (LOCO: the analysed samples'), centred (two
-    # copies), and LAPACK: K as its workspace, U, and the driver's own workspace;
-    # the contigs done before hold their U
+    # then per contig: its kinship copied (LOCO: the analysed samples'), centred in place
+    # (a copy when it arrived read-only from a worker process), and LAPACK: K as its
+    # workspace, U, and the driver's own workspace; the contigs done before hold their U
     loco = C > 1
     held = {"kinships": C * nn if loco else 0, "eigenvectors before": (C - 1) * nn}
-    client["centre"] = {**held, "kinship": nn, "centring copies": 2 * nn}
+    client["centre"] = {**held, "kinship": nn, "centring copy": 0 if in_process else nn}
     client["eigen"] = {**held, "kinship": nn, "eigenvectors": nn * r / n,
                        "LAPACK workspace": _EIGH_WORKSPACE * nn}
     client["scan"] = {"eigenvectors": C * nn * r / n}

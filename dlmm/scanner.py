@@ -192,8 +192,8 @@ def _eigh(K: np.ndarray, center: bool, rank: int | None, source: str | None):
     is checked positive semi-definite from its eigenvalues."""
     from .io import PSD_TOL, not_psd
 
-    if center:
-        K = kernels.center_kinship(K)
+    if center:  # K is this scan's own copy (a GRM, or the analysed rows of a kinship)
+        K = kernels.center_kinship(K, overwrite=True)
     try:
         s, U = kernels.eigh_kinship(K, rank=rank, overwrite=True,
                                     psd_tol=PSD_TOL if source is not None else None)
