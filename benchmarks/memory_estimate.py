@@ -139,7 +139,7 @@ def part_task() -> None:
         got = [_child("task", kind, n, m, r)["peak"] for m in ms]
         per = (got[1] - got[0]) / (ms[1] - ms[0]) / n
         fixed = got[0] - per * ms[0] * n
-        est = [task_bytes(n, m, task=kind, rank=r or None) for m in ms]
+        est = [task_bytes(n, m, task=kind) for m in ms]
         print(f"  {kind:>4} n = {n:>6} rank {r:>6}: {got[0] / MIB:7.1f} / {got[1] / MIB:7.1f} MiB "
               f"for {ms[0]} / {ms[1]} variants = {per:5.1f} bytes per variant and sample + "
               f"{fixed / MIB:5.1f} MiB; dlmm.memory.task_bytes {est[0] / MIB:7.1f} / "

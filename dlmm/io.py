@@ -87,7 +87,7 @@ def balanced_chunks(m: int, chunk_size: int) -> tuple[int, ...]:
 def variant_chunks(m: int, n: int, chunk_size: int | None = None) -> tuple[int, ...]:
     """Chunks of ``m`` variants on ``n`` samples: at most ``chunk_size`` each, or (None)
     as many as one task holds in its byte budget (:func:`dlmm.memory.auto_chunk_size`:
-    10,000 up to n = 1,150, then fewer as n grows), evened out by :func:`balanced_chunks`."""
+    10,000 up to n = 4,360, then fewer as n grows), evened out by :func:`balanced_chunks`."""
     from .memory import auto_chunk_size
 
     return balanced_chunks(m, chunk_size or auto_chunk_size(n))

@@ -1483,7 +1483,7 @@ def score_test(s: np.ndarray, W: np.ndarray, y: np.ndarray, X: np.ndarray,
 # --------------------------------------------------------------------------
 _FIT_ELEMENTS = 1 << 18
 #: Elements of a slab of a block that :func:`scan_block` gathers and rotates at once.
-_SLAB_ELEMENTS = 1 << 20
+_SCAN_SLAB_ELEMENTS = 1 << 20
 
 
 def _concat_fits(fits: list[Fit]) -> Fit:
@@ -1595,7 +1595,7 @@ def _test_rows(out, x, tested, fill, cols, *, U, s, W, Wr, Y, y, logl0, starts, 
                                             lowrank_rest(F_raw[j], F[j]))
     # a slab of variants at a time: its gathered and rotated copies are reused between
     # slabs (no fresh (m, n) arrays per block), and U is read once per >= 256 variants
-    step = max(256, _SLAB_ELEMENTS // n)
+    step = max(256, _SCAN_SLAB_ELEMENTS // n)
     for i in range(0, tested.size, step):
         rows = tested[i:i + step]
         X, Xr = _rotated_slab(x, rows, fill, model, U if lmm else None)

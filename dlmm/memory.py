@@ -9,8 +9,7 @@ comment says they are counted; the comments give the figures.  Bytes are counted
 runtime of each process (:data:`RUNTIME`).
 
 A task of the scan holds, per variant and per sample, the float32 genotypes it read (4
-bytes), their filtered float64 copy (8) and the rotated block (8 per eigenvector, so 8
-in full rank); the fits work in slices of a fixed size.  A task of the GRM pass holds
+bytes); it filters, rotates and fits them in slabs of a fixed size.  A task of the GRM pass holds
 the block it read (4) and its genotypes gathered in float32 (4; 8 in float64 with missing
 calls or ``--standardise``), and adds them into one n x n sum per worker.  A
 conversion task holds the float32 dosages, the int8 calls (ploidy bytes) and Zarr's
@@ -46,40 +45,37 @@ MAX_CHUNK = 10_000
 #: matrices; a worker's, 1.08 GiB with 0.83 GiB of tasks).
 RUNTIME = {"client": 256 * MiB, "worker": 256 * MiB}
 
-# Bytes per variant and per sample held by one task at its peak (measured with the
-# kernels on their own, benchmarks/memory_estimate.py "per task"), and the fixed part
-# (the fits' slices, numba's and BLAS's buffers): see task_bytes.
-# Measured: scan 20.3-21.8 bytes in full rank (n = 2,000-10,000), 12.3 at rank 500 of
-# 20,000 and 1,000 of 50,000, and ~2 MiB fixed; grm 8.0-8.3 and 1-8 MiB; convert
-# 7.7-12.8 bytes (the 77-113 MiB beside them are zarr's import and the store's
-# metadata, once per process: RUNTIME).
+# Bytes per variant and per sample held by one task at its peak, and the fixed part: see
+# task_bytes.  The scan reads its block (float32) and works on it in slabs of
+# kernels._SCAN_SLAB_ELEMENTS (the gathered float64 design and its rotation, a fixed
+# part): whole runs (benchmarks/memory_estimate.py "runs", 20,000 variants in blocks of
+# 10,000, two threads) measured 4.9 bytes at n = 10,000 and 5.1 at 5,000 beyond U and the
+# runtime.  GRM 8.0-8.3 and 1-8 MiB; convert 7.7-12.8 bytes (the 77-113 MiB beside them
+# are zarr's import and the store's metadata, once per process: RUNTIME).
 _PER_CALL = {
-    "scan": 13.5,  # the read (float32) and its float64 copy, plus 8 x rank / n rotated
+    "scan": 5.0,  # the read (float32), and the slabs' share
     "grm": 8.5,  # the read and the gathered float32 genotypes (4 more in float64)
     "convert": 4.0,  # the float32 read, plus ploidy x 4 (the int8 calls, Zarr's buffers)
 }
 _CONVERT_PER_PLOIDY = 4.0
-_FIXED = {"scan": 16 * MiB, "grm": 16 * MiB, "convert": 16 * MiB}
+_FIXED = {"scan": 48 * MiB, "grm": 16 * MiB, "convert": 16 * MiB}
 #: Bytes of one GRM product slab (kernels._SLAB_ELEMENTS in float32) per thread.
 _SLAB = 16 * MiB
 
 
-def _per_variant(task: str, n_samples: int, rank: int | None, ploidy: int,
-                 float64: bool) -> float:
+def _per_variant(task: str, n_samples: int, ploidy: int, float64: bool) -> float:
     if task not in _PER_CALL:
         raise ValueError(f"task must be one of {sorted(_PER_CALL)}, not {task!r}")
     per = _PER_CALL[task]
-    if task == "scan":
-        per += 8.0 * (n_samples if rank is None else min(rank, n_samples)) / max(n_samples, 1)
-    elif task == "grm" and float64:
+    if task == "grm" and float64:
         per += 4.0
     elif task == "convert":
         per += ploidy * _CONVERT_PER_PLOIDY
     return per * n_samples
 
 
-def task_bytes(n_samples: int, chunk: int, *, task: str = "scan", rank: int | None = None,
-               ploidy: int = 2, float64: bool = False) -> int:
+def task_bytes(n_samples: int, chunk: int, *, task: str = "scan", ploidy: int = 2,
+               float64: bool = False) -> int:
     """Bytes one task holds at its peak.
 
     Parameters
@@ -88,28 +84,26 @@ def task_bytes(n_samples: int, chunk: int, *, task: str = "scan", rank: int | No
     chunk : variants in the block.
     task : ``"scan"`` (read, filter, rotate, fit), ``"grm"`` (one block of the GRM pass;
         not its n x n sum, which its worker holds once) or ``"convert"``.
-    rank : eigenvectors of the scan's kinship (default: full rank, ``n_samples``).
     ploidy : calls per sample (``convert``).
     float64 : the GRM block in float64 (missing calls, or the standardised GRM).
     """
-    per = _per_variant(task, n_samples, rank, ploidy, float64)
+    per = _per_variant(task, n_samples, ploidy, float64)
     return int(_FIXED[task] + chunk * per)
 
 
 def auto_chunk_size(n_samples: int, *, task: str = "scan", budget: int = TASK_BUDGET,
-                    rank: int | None = None, ploidy: int = 2, float64: bool = False,
+                    ploidy: int = 2, float64: bool = False,
                     n_variants: int | None = None, n_threads: int | None = None) -> int:
     """Variants per task so that a task holds at most ``budget`` bytes, whatever n is.
 
     As Dask's ``chunks="auto"`` does with its array chunk size, but from what a task of
-    dlmm really holds (:func:`task_bytes`): 256 MiB gives 5,850 variants at n = 2,000,
-    1,170 at 10,000, 117 at 100,000 in full rank; the low-rank scan's rotated block is
-    smaller, so its chunks are larger.
+    dlmm really holds (:func:`task_bytes`): 256 MiB gives 10,000 variants up to
+    n = 4,360, 4,360 at 10,000, 436 at 100,000.
 
     Parameters
     ----------
     n_samples : samples per block (the store's).
-    task, rank, ploidy, float64 : as in :func:`task_bytes`.
+    task, ploidy, float64 : as in :func:`task_bytes`.
     budget : bytes per task (default :data:`TASK_BUDGET`).
     n_variants, n_threads : when both are given, also at least two tasks per thread
         (the last tasks then finish together).
@@ -118,7 +112,7 @@ def auto_chunk_size(n_samples: int, *, task: str = "scan", budget: int = TASK_BU
     -------
     Variants per task, from 1 to :data:`MAX_CHUNK`.
     """
-    per = _per_variant(task, n_samples, rank, ploidy, float64)
+    per = _per_variant(task, n_samples, ploidy, float64)
     room = budget - _FIXED[task]  # (task checked by _per_variant)
     chunk = int(room // per) if per > 0 else MAX_CHUNK
     chunk = max(1, min(MAX_CHUNK, chunk))
@@ -214,8 +208,8 @@ def estimate_scan(path: str, n_samples: int, n_variants: int, *, rank: int | Non
         raise ValueError(f"path must be 'full', 'lowrank' or 'loco', not {path!r}")
     n, T = int(n_samples), int(threads_per_worker)
     r = min(n, rank or n_kinship_variants or n) if path == "lowrank" else min(n, rank or n)
-    chunk = chunk or auto_chunk_size(n, rank=r)
-    tasks = T * task_bytes(n, chunk, rank=r)
+    chunk = chunk or auto_chunk_size(n)
+    tasks = T * task_bytes(n, chunk)
     if path == "lowrank":
         client, worker = _lowrank(n, r, int(n_kinship_variants or r), tasks, n_workers,
                                   in_process)
@@ -249,11 +243,12 @@ def _full(n, r, C, tasks, T, n_workers, in_process, rotation_dtype):
     client = {"grm": {"kinship (received)": 0 if in_process else C * nn,
                       "kinship (joined)": C * nn}}
     # then per contig: its kinship copied (LOCO: the analysed samples'), centred in place
-    # (a copy when it arrived read-only from a worker process), and LAPACK: K as its
+    # (measured 3.0 n x n when it arrives read-only from a worker process: the received
+    # matrix and its centred copy), and LAPACK: K as its
     # workspace, U, and the driver's own workspace; the contigs done before hold their U
     loco = C > 1
     held = {"kinships": C * nn if loco else 0, "eigenvectors before": (C - 1) * nn}
-    client["centre"] = {**held, "kinship": nn, "centring copy": 0 if in_process else nn}
+    client["centre"] = {**held, "kinship": nn, "centring copies": 0 if in_process else 2 * nn}
     client["eigen"] = {**held, "kinship": nn, "eigenvectors": nn * r / n,
                        "LAPACK workspace": _EIGH_WORKSPACE * nn}
     client["scan"] = {"eigenvectors": C * nn * r / n}
