@@ -22,6 +22,8 @@ import numba
 import numpy as np
 from scipy import special
 
+from . import sums
+
 __all__ = [
     "EIGEN_TOL",
     "center_kinship",
@@ -34,6 +36,7 @@ __all__ = [
     "rotate",
     "dominance",
     "block_stats",
+    "block_results",
     "impute_mean",
     "take",
     "variant_design",
@@ -121,31 +124,33 @@ def eigh_kinship(kinship: np.ndarray, tol: float | None = None,
     return s, U
 
 
-def eigen_from_svd(U: np.ndarray, sv: np.ndarray, tol: float | None = None,
-                   rank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(s, U)`` of ``K = Z Z^T`` from a thin SVD ``Z = U diag(sv) V^T`` of a factor.
+def eigen_from_svd(sv: np.ndarray, tol: float | None = None,
+                   rank: int | None = None) -> tuple[np.ndarray, int]:
+    """Eigenvalues of ``K = Z Z^T`` from the singular values of a factor ``Z``.
 
     The low-rank kinship of FaST-LMM: with ``Z = [x_1 .. x_q] / sqrt(q)`` the
     centred genotypes of q variants, K is their GRM, of rank <= q, and its
-    eigenpairs come from the SVD of the (n, q) factor in O(n q^2), with no
-    n x n matrix.
+    eigenpairs come from the thin SVD ``Z = U diag(sv) V^T`` of the (n, q)
+    factor in O(n q^2), with no n x n matrix: ``K = U diag(sv^2) U^T``.
 
     Parameters
     ----------
-    U : (n, q') left singular vectors; sv : (q',) singular values.
+    sv : (q',) singular values, descending (as an SVD returns them).
     tol : as in :func:`eigh_kinship` (on the eigenvalues ``sv**2``).
     rank : keep only the ``rank`` largest; default all.
 
     Returns
     -------
-    s : (r,) the non-zero eigenvalues (of the ``rank`` largest) ascending;
-    U : (n, r) C-contiguous.
+    s : (r,) the non-zero eigenvalues (of the ``rank`` largest), descending;
+    r : they belong to the first r left singular vectors, ``U[:, :r]``.
     """
     tol = EIGEN_TOL if tol is None else tol
     sv = np.asarray(sv, dtype=np.float64)
-    order = np.argsort(sv)[::-1][:rank]  # the largest first
-    order = order[sv[order] ** 2 >= tol][::-1]  # a zero one is part of the rest
-    return sv[order] ** 2, np.ascontiguousarray(np.asarray(U, dtype=np.float64)[:, order])
+    if np.any(np.diff(sv) > 0):
+        raise ValueError("singular values must be in descending order")
+    s = sv[:rank] ** 2
+    r = int(np.count_nonzero(s >= tol))  # a zero one is part of the rest
+    return s[:r], r
 
 
 def rotate(U: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -171,7 +176,7 @@ def dominance(dosage: np.ndarray) -> np.ndarray:
 
 def block_stats(dosage: np.ndarray, covariates: np.ndarray | None = None, *,
                 maf: float = 0.01, max_missing: float = 0.05,
-                r2_max: float = 0.9999) -> dict[str, np.ndarray]:
+                r2_max: float = sums.R2_MAX) -> dict[str, np.ndarray]:
     """Per-variant summary and GEMMA's default filters on analysed samples.
 
     Parameters
@@ -185,43 +190,12 @@ def block_stats(dosage: np.ndarray, covariates: np.ndarray | None = None, *,
     Returns
     -------
     dict with ``n_miss`` (m,) int, ``af`` (m,) frequency of the counted allele,
-    ``mean`` (m,) mean dosage, ``tested`` (m,) bool.
+    ``mean`` (m,) mean dosage, ``tested`` (m,) bool (:func:`dlmm.sums.filters`).
     """
-    dosage = np.asarray(dosage)
-    m, n = dosage.shape
-    counts, total = _class_counts(dosage)
-    n0, n1, n2, n_miss = counts.T
-    n_obs = n - n_miss
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / n_obs
-    af = mean / 2.0
-    tested = (n_obs > 0) & (n_miss / n <= max_missing)
-    tested &= (af >= maf) & (af <= 1.0 - maf)
-    # Polymorphism as GEMMA checks it: at least two genotype classes, and not
-    # all heterozygous.  Non-integer dosages only need a non-zero variance.
-    integer = n0 + n1 + n2 + n_miss == n
-    poly = (n0 + n1 > 0) & (n1 + n2 > 0) & (n0 + n2 > 0)
-    if not integer.all():
-        rows = ~integer
-        sub = np.asarray(dosage[rows], dtype=np.float64)
-        centred = np.where(np.isnan(sub), 0.0, sub - np.nan_to_num(mean[rows])[:, None])
-        poly[rows] = (centred ** 2).sum(axis=1) > 0
-    tested &= poly
-    if covariates is not None and covariates.shape[1] > 1:
-        x = impute_mean(dosage, mean)
-        Wtx = x @ covariates
-        coef = np.linalg.solve(covariates.T @ covariates, Wtx.T).T
-        v_w = (Wtx * coef).sum(axis=1)
-        v_x = (x * x).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            tested &= ~(v_w / v_x > r2_max)
-    return {"n_miss": n_miss, "af": af, "mean": mean, "tested": tested}
-
-
-def _class_counts(dosage):
-    """Per variant: counts of dosage 0, 1, 2 and missing (m, 4), and the sum of the
-    observed dosages (m,)."""
-    return _class_counts_rows(dosage, np.arange(dosage.shape[0]))
+    W = covariates if covariates is not None and covariates.shape[1] > 1 else None
+    st = sums.variant_sums(dosage, F=W)
+    return sums.filters(st, np.shape(dosage)[1], WtW=None if W is None else W.T @ W,
+                        maf=maf, max_missing=max_missing, r2_max=r2_max)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -239,7 +213,8 @@ def _gather(dosage, rows, cols, fill, centre):  # pragma: no cover (compiled)
 
 @numba.njit(nogil=True, cache=True)
 def _class_counts_rows(dosage, rows):  # pragma: no cover (compiled)
-    """:func:`_class_counts` of ``dosage[rows]`` (rows: int64 indices), without a copy."""
+    """Per row of ``dosage[rows]`` (rows: int64 indices), without a copy: counts of
+    dosage 0, 1, 2 and missing (rows, 4), and the sum of the observed dosages (rows,)."""
     n = dosage.shape[1]
     counts = np.zeros((rows.size, 4), dtype=np.int64)
     total = np.zeros(rows.size)
@@ -323,21 +298,6 @@ def variant_design(dosage: np.ndarray, model: str) -> np.ndarray:
     if model == "genotypic":
         return np.stack([dosage, dominance(dosage)], axis=1)
     raise ValueError(f"model must be 'additive' or 'genotypic', not {model!r}")
-
-
-def _has_dominance(dosage: np.ndarray, rtol: float = 1e-8) -> np.ndarray:
-    """(m,) bool: the dominance column is not a linear function of the dosage.
-
-    With fewer than three genotype classes ``1 - |x - 1|`` is collinear with
-    the intercept and ``x``; such variants cannot take a 2-df test.
-    """
-    d = dominance(dosage)
-    xc = dosage - dosage.mean(axis=1, keepdims=True)
-    dc = d - d.mean(axis=1, keepdims=True)
-    sxx, sdd, sxd = (xc * xc).sum(1), (dc * dc).sum(1), (xc * dc).sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        resid = sdd - np.where(sxx > 0, sxd * sxd / sxx, 0.0)
-    return resid > rtol * np.maximum(sdd, 1e-300)
 
 
 def grm_block(dosage: np.ndarray, use: np.ndarray, standardise: bool = False,
@@ -565,33 +525,35 @@ def _grams(lam, s, F, X, derivatives=False, with_logdet=True, rest=None):
     return (out if derivatives else out[0]), logdet
 
 
-def lowrank_rest(F: np.ndarray, Fr: np.ndarray, X: np.ndarray | None = None,
-                 Xr: np.ndarray | None = None) -> np.ndarray:
+def lowrank_rest(FF: np.ndarray, Fr: np.ndarray, FX: np.ndarray | None = None,
+                 Xr: np.ndarray | None = None, XX: np.ndarray | None = None) -> np.ndarray:
     """Gram of ``Z_j = [W, X_j, y]`` outside the span of thin eigenvectors U (n, r).
 
     With ``K = U diag(s) U^T`` of rank r < n (FaST-LMM's low-rank form), the
     covariance has eigenvalue ``se2 (lam s_i + 1)`` along U's columns and
     ``se2`` on the (n - r)-dimensional rest.  The rest enters every likelihood
-    term only through ``Z'(I - U U^T)Z = Z'Z - (U^T Z)'(U^T Z)``: O(n) per variant
-    from the unrotated columns, with no n x n matrix.
+    term only through ``Z'(I - U U^T)Z = Z'Z - (U^T Z)'(U^T Z)``: from the Gram
+    ``Z'Z`` (sums over samples, O(n) per variant) and the rotated columns,
+    with no n x n matrix.
 
     Parameters
     ----------
-    F : (n, f) = [W, y] on the samples; Fr : (r, f) = U^T F.
-    X : (m, k, n) variant columns; Xr : (m, k, r) = U^T X (default: none, k = 0).
+    FF : (f, f) ``F'F`` of F = [W, y] (f = c + 1); Fr : (r, f) = U^T F.
+    FX : (m, k, f) ``X_j'F``; Xr : (m, k, r) = U^T X; XX : (m, k, k) ``X_j'X_j``
+        (default: no variant, k = 0).
 
     Returns
     -------
     (m, p, p) in the column order of :func:`_grams` (m = 1 without X).
     """
-    c0 = F.shape[1] - 1
-    FF = F.T @ F - Fr.T @ Fr
-    if X is None:
-        X, Xr = np.zeros((1, 0, F.shape[0])), np.zeros((1, 0, Fr.shape[0]))
-    m = X.shape[0]
-    FX = X @ F - Xr @ Fr
-    XX = np.einsum("mkn,mln->mkl", X, X) - np.einsum("mkn,mln->mkl", Xr, Xr)
-    return _assemble(np.broadcast_to(FF, (m,) + FF.shape), FX, XX, c0)
+    c0 = FF.shape[0] - 1
+    FF = FF - Fr.T @ Fr
+    if FX is None:
+        FX, Xr, XX = np.zeros((1, 0, FF.shape[0])), np.zeros((1, 0, Fr.shape[0])), \
+            np.zeros((1, 0, 0))
+    FX = FX - Xr @ Fr
+    XX = XX - Xr @ np.swapaxes(Xr, -1, -2)
+    return _assemble(np.broadcast_to(FF, (FX.shape[0],) + FF.shape), FX, XX, c0)
 
 
 # --------------------------------------------------------------------------
@@ -1098,23 +1060,22 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
                null_start=None, model: str = "additive",
                solver: str = "exact", maf: float = 0.01, max_missing: float = 0.05,
                em_tol: float = 1e-5, em_max_iter: int = 100, tests=("lrt",),
-               lam_null=None, y: np.ndarray | None = None) -> np.ndarray:
-    """Filter, impute, rotate, fit and test one block of variants.
+               lam_null=None) -> np.ndarray:
+    """Filter, impute, rotate, fit and test one block of variants (full rank).
 
     The block is filtered, imputed and rotated once, then tested against every
     trait of ``yr`` (traits sharing the analysed samples share the rotation).
+    The low-rank mode (thin U) is :func:`dlmm.lowrank.lowrank_block`, from sums
+    over chunks of samples.
 
     Parameters
     ----------
     dosage : (m, N) dosages on all samples of the store, NaN for missing.
     samples : (N,) bool, the analysed samples (n of them).
-    U, s : eigenvectors (n, r) and eigenvalues (r,) of the analysed kinship;
-        r < n is the low-rank mode (FaST-LMM): the rotation costs O(n r) per
-        variant and the part outside U's span enters through
-        :func:`lowrank_rest`.  A float32 U (full rank only) rotates the block
-        in single precision (twice the rate; the fit stays float64).
-    W : (n, c) covariates, Wr = U^T W, yr = U^T y: (r,) one trait, or (r, t).
-    y : the unrotated phenotype(s), (n,) or (n, t); needed when r < n.
+    U, s : eigenvectors (n, n) and eigenvalues (n,) of the analysed kinship.  A
+        float32 U rotates the block in single precision (twice the rate; the fit
+        stays float64).
+    W : (n, c) covariates, Wr = U^T W, yr = U^T y: (n,) one trait, or (n, t).
     logl_null : null-model log-likelihood (from the same solver); (t,) for t traits.
     null_start : ``(beta_w (c,), sa2, se2)`` to start EM from, or None for
         the classic start; a list of t of them for t traits.
@@ -1129,6 +1090,58 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     is (n, t); untested variants are NaN except ``n_miss``, ``af`` and
     ``tested`` (0).
     """
+    cols = np.flatnonzero(samples)
+    n = cols.size
+    if U.shape != (n, n):
+        raise ValueError(f"scan_block needs a full eigenbasis (n, n) = ({n}, {n}), not "
+                         f"{U.shape}; thin U: dlmm.lowrank")
+    Wf = W if W.shape[1] > 1 else None
+    sm = sums.variant_sums(dosage, cols=cols, F=Wf, model=model)
+    st = sums.filters(sm, n, WtW=None if Wf is None else W.T @ W, maf=maf,
+                      max_missing=max_missing)
+    t = st["tested"]
+    if model == "genotypic":
+        t &= sums.has_dominance(sm, st["mean"], n)
+    del sm
+    xt = take(dosage, rows=t, cols=cols, fill=np.nan_to_num(st["mean"]))
+    X = variant_design(xt, model)
+    del xt
+    m, k, _ = X.shape
+    if U.dtype == np.float32:
+        Xr = rotate(U, X.reshape(m * k, n).astype(np.float32)).astype(np.float64)
+    else:
+        Xr = rotate(U, X.reshape(m * k, n))
+    del X
+    out = block_results(st, t, Xr.reshape(m, k, n), s=s, Wr=Wr, yr=yr, logl_null=logl_null,
+                        null_start=null_start, model=model, solver=solver, em_tol=em_tol,
+                        em_max_iter=em_max_iter, tests=tests, lam_null=lam_null)
+    return out if np.ndim(yr) == 2 else out[:, 0]
+
+
+def block_results(st: dict[str, np.ndarray], tested: np.ndarray, Xr: np.ndarray, *,
+                  s: np.ndarray, Wr: np.ndarray, yr: np.ndarray, logl_null,
+                  null_start=None, model: str = "additive", solver: str = "exact",
+                  em_tol: float = 1e-5, em_max_iter: int = 100, tests=("lrt",),
+                  lam_null=None, n: int | None = None, rests=None) -> np.ndarray:
+    """The result columns of a block from its filters and its tested variants' rotated
+    columns: the tests of every trait.
+
+    Parameters
+    ----------
+    st : :func:`dlmm.sums.filters` of the block's m variants (``n_miss``, ``af``).
+    tested : (m,) bool, the variants to test (the filters', and for the
+        genotypic model :func:`dlmm.sums.has_dominance`).
+    Xr : (m_t, k, r) rotated columns of the tested variants.
+    s, Wr, yr, logl_null, null_start, model, solver, em_tol, em_max_iter, tests,
+        lam_null : as in :func:`scan_block` (``yr`` (r,) or (r, t)).
+    n, rests : low-rank mode (r < n): the number of samples, and per trait the
+        (m_t, p, p) Gram outside the eigenvectors' span (:func:`lowrank_rest`).
+
+    Returns
+    -------
+    (m, t, len(result_columns(model, tests))) float64; untested variants are NaN
+    except ``n_miss``, ``af`` and ``tested`` (0).
+    """
     tests = _check_tests(tests)
     if "score" in tests and lam_null is None:
         raise ValueError("the score test needs lam_null (the null model's ML lambda)")
@@ -1139,52 +1152,25 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     lam0 = None if lam_null is None else np.broadcast_to(
         np.asarray(lam_null, dtype=np.float64), (n_traits,))
     starts = null_start if multi and null_start is not None else [null_start] * n_traits
-    x = analysed(dosage, samples)
-    st = block_stats(x, W, maf=maf, max_missing=max_missing)
     cols = result_columns(model, tests)
-    out = np.full((x.shape[0], n_traits, len(cols)), np.nan)
+    out = np.full((tested.shape[0], n_traits, len(cols)), np.nan)
     out[:, :, 0], out[:, :, 1] = st["n_miss"][:, None], st["af"][:, None]
-    t = st["tested"]
-    if model == "genotypic":
-        xi = impute_mean(x, st["mean"])
-        t &= _has_dominance(xi)
-        xt = xi[t]
-        del xi
-    else:
-        xt = take(x, rows=t, fill=np.nan_to_num(st["mean"]))
-    del x  # one (m, n) float64 copy fewer while the block is rotated and fitted
-    out[:, :, 2] = t[:, None]
-    if t.any():
-        X = variant_design(xt, model)
-        m, k, n = X.shape
-        r = U.shape[1]
-        if U.dtype == np.float32:
-            if r < n:
-                raise ValueError("a float32 rotation is for a full eigenbasis (r = n)")
-            Xr = rotate(U, X.reshape(m * k, n).astype(np.float32)).astype(np.float64)
-        else:
-            Xr = rotate(U, X.reshape(m * k, n))
-        Xr = Xr.reshape(m, k, r)
-        if r < n:
-            if y is None:
-                raise ValueError("a thin U (low-rank mode) needs the unrotated phenotype y")
-            Y_raw = np.asarray(y, dtype=np.float64).reshape(n, -1)
-        for j in range(n_traits):
-            rest = None
-            if r < n:
-                rest = lowrank_rest(np.column_stack([W, Y_raw[:, j]]),
-                                    np.column_stack([Wr, Y[:, j]]), X, Xr)
-            res = _test_block(Xr, s=s, Wr=Wr, yr=Y[:, j], logl_null=float(logl0[j]),
-                              null_start=starts[j], solver=solver, em_tol=em_tol,
-                              em_max_iter=em_max_iter, tests=tests,
-                              lam_null=None if lam0 is None else float(lam0[j]),
-                              n=n, rest=rest)
-            if model == "genotypic":
-                res["beta_dom"], res["se_dom"] = res["beta"][:, 1], res["se"][:, 1]
-            res["beta"], res["se"] = res["beta"][:, 0], res["se"][:, 0]
-            for name, val in res.items():
-                out[t, j, cols.index(name)] = val
-    return out if multi else out[:, 0]
+    out[:, :, 2] = tested[:, None]
+    if not tested.any():
+        return out
+    n = Xr.shape[2] if n is None else n
+    for j in range(n_traits):
+        res = _test_block(Xr, s=s, Wr=Wr, yr=Y[:, j], logl_null=float(logl0[j]),
+                          null_start=starts[j], solver=solver, em_tol=em_tol,
+                          em_max_iter=em_max_iter, tests=tests,
+                          lam_null=None if lam0 is None else float(lam0[j]),
+                          n=n, rest=None if rests is None else rests[j])
+        if model == "genotypic":
+            res["beta_dom"], res["se_dom"] = res["beta"][:, 1], res["se"][:, 1]
+        res["beta"], res["se"] = res["beta"][:, 0], res["se"][:, 0]
+        for name, val in res.items():
+            out[tested, j, cols.index(name)] = val
+    return out
 
 
 def _test_block(Xr, *, s, Wr, yr, logl_null, null_start, solver, em_tol, em_max_iter,

@@ -138,27 +138,25 @@ def prepare(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None
 
 
 def _lowrank_eig(ds, samples, W, variants, rank, center, maf, max_missing, source):
-    """``(s, U)`` thin, from the GRM factor of ``variants`` (:func:`dlmm.kinship.grm_factor`)
-    by Dask's tall-and-skinny SVD (TSQR: QR of row blocks, then a q x q SVD)."""
+    """``(s, U1, used)`` from the GRM factor of ``variants`` (:func:`dlmm.kinship.grm_factor`)
+    by :func:`dlmm.sharded.lowrank_eigen` (U1 a Dask array chunked over samples)."""
     import dask
-    import dask.array as da
 
     from .kinship import grm_factor
+    from .sharded import lowrank_eigen
 
     f = grm_factor(ds, variants, samples, W, maf=maf, max_missing=max_missing)
     Z = f["grm_factor"].data
     if center:  # P K P = (P Z)(P Z)^T: centring the factor double-centres K
         Z = Z - Z.mean(axis=0, keepdims=True)
-    n, q = Z.shape
-    # TSQR wants row blocks at least as tall as the factor is wide
-    rows = n if n < 2 * q else max(q, -(-n // 8))
-    u, sv, _ = da.linalg.svd(Z.rechunk({0: rows, 1: -1}))
-    u, sv, used = dask.compute(u, sv, f["kinship_variant_used"].data.sum())
+    Z, used = dask.persist(Z, f["kinship_variant_used"].data.sum())  # one pass for both
+    used = int(used.compute())
     if used == 0:
-        raise InputError(source, f"none of the {q} kinship variants passes the filters "
-                         "(--maf, --max-missing) on the analysed samples",
+        raise InputError(source, f"none of the {Z.shape[1]} kinship variants passes the "
+                         "filters (--maf, --max-missing) on the analysed samples",
                          "choose other or more variants for --kinship-variants")
-    return kernels.eigen_from_svd(u, sv, rank=rank), int(used)
+    s, U1 = lowrank_eigen(Z, rank=rank)
+    return s, U1, used
 
 
 def _prepare_traits(ds, Y, *, kinship, covariates, center, solver, maf, max_missing, em_tol,
@@ -183,8 +181,8 @@ def _prepare_traits(ds, Y, *, kinship, covariates, center, solver, maf, max_miss
     if any((c[1] != samples).any() for c in checked):
         raise ValueError("the traits of one group must be missing on the same samples")
     if kinship_variants is not None:
-        eig, used = _lowrank_eig(ds, samples, W, kinship_variants, kinship_rank, center,
-                                 maf, max_missing, kinship_source)
+        *eig, used = _lowrank_eig(ds, samples, W, kinship_variants, kinship_rank, center,
+                                  maf, max_missing, kinship_source)
         if info is not None:
             info["kinship_variants_used"] = used
         K = None
@@ -200,6 +198,15 @@ def _prepare_traits(ds, Y, *, kinship, covariates, center, solver, maf, max_miss
                                        psd_tol=PSD_TOL if kinship is not None else None)
         except kernels.NotPositiveSemiDefinite:
             raise not_psd(kinship_source) from None
+    if kinship_variants is not None or eig[1].shape[1] < eig[1].shape[0]:  # low rank
+        from .sharded import lowrank_nulls, rows_to_workers, sample_chunks
+
+        s, U1 = eig
+        if isinstance(U1, np.ndarray):  # --kinship-rank: the same path, U1 chunked
+            U1 = rows_to_workers(U1, sample_chunks(*U1.shape))
+        nulls = lowrank_nulls(s, U1, W, np.column_stack([c[0][samples] for c in checked]),
+                              solver=solver, em_tol=em_tol, em_max_iter=em_max_iter)
+        return samples, nulls
     nulls = [fit_null_model(c[0][samples], W, K, em=(solver == "em"), em_tol=em_tol,
                             em_max_iter=em_max_iter, eig=eig) for c in checked]
     return samples, nulls
@@ -406,17 +413,24 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
             if solver == "em" and em_start == "null":
                 starts = [(x.ml.beta[0], x.ml.sigma_sq_a[0], x.ml.sigma_sq_e[0])
                           for x in nulls]
-            # LOCO: each chromosome's eigenvectors go only where its blocks run, not
-            # to every worker (C of them per worker otherwise)
-            shared[c] = _share(
-                {"samples": samples, "U": nm.U.astype(np.float32) if rotation_dtype ==
-                 "float32" else nm.U, "s": nm.s, "W": nm.W, "Wr": nm.Wr,
-                 "yr": np.column_stack([x.yr for x in nulls]),
-                 "y": np.column_stack([x.y for x in nulls]) if nm.rank < nm.n else None,
-                 "logl_null": np.array([float(f.logl[0]) for f in null_fits]),
-                 "null_start": starts, "tests": tests,
-                 "lam_null": np.array([float(x.ml.lam[0]) for x in nulls])},
-                broadcast=broadcast and not loco)
+            if not isinstance(nm.U, np.ndarray):  # low rank: sharded over samples
+                from .sharded import lowrank_scan_blocks
+
+                shared[c] = lowrank_scan_blocks(
+                    dosage, samples, nm.s, nm.U, nm.W, np.column_stack([x.y for x in nulls]),
+                    nulls, model=model, solver=solver, em_start=em_start, tests=tests,
+                    maf=maf, max_missing=max_missing, em_tol=em_tol, em_max_iter=em_max_iter)
+            else:
+                # LOCO: each chromosome's eigenvectors go only where its blocks run, not
+                # to every worker (C of them per worker otherwise)
+                shared[c] = _share(
+                    {"samples": samples, "U": nm.U.astype(np.float32) if rotation_dtype ==
+                     "float32" else nm.U, "s": nm.s, "W": nm.W, "Wr": nm.Wr,
+                     "yr": np.column_stack([x.yr for x in nulls]),
+                     "logl_null": np.array([float(f.logl[0]) for f in null_fits]),
+                     "null_start": starts, "tests": tests,
+                     "lam_null": np.array([float(x.ml.lam[0]) for x in nulls])},
+                    broadcast=broadcast and not loco)
             sm = []
             for x in nulls:
                 summary = x.summary()
@@ -433,7 +447,9 @@ def scan(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None = 
                             {k: [pc[jj][k] for pc in per_contig] for k in per_contig[0][jj]})
         kw = dict(model=model, solver=solver, maf=maf, max_missing=max_missing, em_tol=em_tol,
                   em_max_iter=em_max_iter, new_axis=2, dtype=np.float64)
-        if not loco:
+        if not loco and isinstance(shared[None], da.Array):  # the low-rank scan, built
+            outs.append(shared[None])
+        elif not loco:
             outs.append(dosage.map_blocks(
                 _block, shared[None], chunks=(dosage.chunks[0], (len(idx),), (len(cols),)),
                 **kw))
