@@ -28,12 +28,12 @@ from .nullmodel import NullModel, fit_null_rotated
 __all__ = ["lowrank_eigen", "lowrank_nulls", "lowrank_scan_blocks", "rows_to_workers",
            "sample_chunks"]
 
-#: Bytes of U1 per chunk of samples (and so per task, with the block's piece).
+#: Bytes of U1 per chunk of samples (and so per task, with the block's piece), and of
+#: the factor Z per block of its tall-and-skinny QR (which needs at least 2q rows).
 SAMPLE_CHUNK_BYTES = 128 * 2**20
-#: Bytes of the factor Z per block of the tall-and-skinny QR (at least q rows).
-TSQR_BYTES = 256 * 2**20
-#: Chunk sums added per task of the reduction over chunks of samples.
-SPLIT_EVERY = 4
+#: Chunk sums added per task of the reduction over chunks of samples: pairs, so a task
+#: holds three sums at most (a chunk's sums are about the size of its U1 rows).
+SPLIT_EVERY = 2
 
 
 def _even(n: int, k: int) -> tuple[int, ...]:
@@ -85,9 +85,11 @@ def lowrank_eigen(Z, *, rank: int | None = None, tol: float | None = None,
                   sample_chunk: int | None = None):
     """Eigenpairs of ``K = Z Z^T`` from a lazy factor, without gathering U1.
 
-    Dask's tall-and-skinny SVD of Z (TSQR: a QR per block of rows, blocks of
-    at least q rows and about :data:`TSQR_BYTES`; then the SVD of the small R),
-    persisted; only the singular values come to the client.
+    Dask's tall-and-skinny SVD of Z (TSQR: a QR per block of rows, then the
+    SVD of the stacked R factors), persisted; only the singular values come to
+    the client.  The blocks are ``sample_chunk`` rows or :data:`SAMPLE_CHUNK_BYTES`,
+    but at least 2q: then dask's TSQR stacks the R factors (q x q each) in groups
+    no taller than a block, so no task holds more than about two blocks.
 
     Parameters
     ----------
@@ -104,7 +106,7 @@ def lowrank_eigen(Z, *, rank: int | None = None, tol: float | None = None,
     import dask
 
     n, q = Z.shape
-    rows = max(q, TSQR_BYTES // (8 * max(q, 1)), 1)
+    rows = max(2 * q, sample_chunks(n, q, sample_chunk)[0], 1)
     u, sv, _ = dask.array.linalg.svd(Z.rechunk({0: _even(n, max(1, n // rows)), 1: -1}))
     u, sv = dask.persist(u, sv)
     s, r = kernels.eigen_from_svd(sv.compute(), tol=tol, rank=rank)
