@@ -140,8 +140,6 @@ def prepare(ds: xr.Dataset, phenotype: np.ndarray, *, kinship: np.ndarray | None
 def _lowrank_eig(ds, samples, W, variants, rank, center, maf, max_missing, source):
     """``(s, U1, used)`` from the GRM factor of ``variants`` (:func:`dlmm.kinship.grm_factor`)
     by :func:`dlmm.sharded.lowrank_eigen` (U1 a Dask array chunked over samples)."""
-    import dask
-
     from .kinship import grm_factor
     from .sharded import lowrank_eigen
 
@@ -149,14 +147,12 @@ def _lowrank_eig(ds, samples, W, variants, rank, center, maf, max_missing, sourc
     Z = f["grm_factor"].data
     if center:  # P K P = (P Z)(P Z)^T: centring the factor double-centres K
         Z = Z - Z.mean(axis=0, keepdims=True)
-    Z, used = dask.persist(Z, f["kinship_variant_used"].data.sum())  # one pass for both
-    used = int(used.compute())
+    s, U1, used = lowrank_eigen(Z, rank=rank, also=f["kinship_variant_used"].data.sum())
     if used == 0:
         raise InputError(source, f"none of the {Z.shape[1]} kinship variants passes the "
                          "filters (--maf, --max-missing) on the analysed samples",
                          "choose other or more variants for --kinship-variants")
-    s, U1 = lowrank_eigen(Z, rank=rank)
-    return s, U1, used
+    return s, U1, int(used)
 
 
 def _prepare_traits(ds, Y, *, kinship, covariates, center, solver, maf, max_missing, em_tol,

@@ -82,7 +82,7 @@ def rows_to_workers(A: np.ndarray, chunks: tuple[int, ...]):
 
 
 def lowrank_eigen(Z, *, rank: int | None = None, tol: float | None = None,
-                  sample_chunk: int | None = None):
+                  sample_chunk: int | None = None, also=None):
     """Eigenpairs of ``K = Z Z^T`` from a lazy factor, without gathering U1.
 
     Dask's tall-and-skinny SVD of Z (TSQR: a QR per block of rows, then the
@@ -96,25 +96,33 @@ def lowrank_eigen(Z, *, rank: int | None = None, tol: float | None = None,
     Z : (n, q) Dask array (e.g. :func:`dlmm.kinship.grm_factor`, centred).
     rank, tol : as in :func:`dlmm.kernels.eigen_from_svd`.
     sample_chunk : rows of U1 per chunk (default :func:`sample_chunks`).
+    also : a lazy value of the same graph as Z (e.g. how many variants the factor
+        has), computed in the same pass over the genotypes.
 
     Returns
     -------
     s : (r,) numpy, the non-zero eigenvalues, descending.
     U1 : (n, r) Dask array chunked over samples, persisted (on the workers with a
         ``distributed`` client).
+    value : ``also`` computed, when given.
     """
     import dask
 
     n, q = Z.shape
     rows = max(2 * q, sample_chunks(n, q, sample_chunk)[0], 1)
     u, sv, _ = dask.array.linalg.svd(Z.rechunk({0: _even(n, max(1, n // rows)), 1: -1}))
-    u, sv = dask.persist(u, sv)
+    # Z is not kept: its blocks go once their QR is done.  Unoptimised, as a scan
+    # submits the same genotype reads later (a read fused here and not there would be
+    # one key with two specs, which the scheduler warns about)
+    u, sv, *extra = dask.persist(u, sv, *(() if also is None else (also,)),
+                                 optimize_graph=False)
     s, r = kernels.eigen_from_svd(sv.compute(), tol=tol, rank=rank)
     U1 = u[:, :r]
     chunks = sample_chunks(n, r, sample_chunk)
     if chunks != U1.chunks[0]:
         U1 = U1.rechunk({0: chunks})
-    return s, U1.persist()
+    out = (s, U1.persist())
+    return out if also is None else out + (extra[0].compute(),)
 
 
 def lowrank_nulls(s: np.ndarray, U1, W: np.ndarray, Y: np.ndarray, *, solver: str = "exact",
