@@ -6,7 +6,9 @@ stratum each; a leave-one-chromosome-out scan has one per trait group and chromo
 Set-up (kinship, eigendecomposition, null fits) runs once per stratum on the client;
 each stratum's shared state (eigenvectors, null fits) is scattered once; every chunk
 of variants is one task (read, filter, impute, rotate, fit, test) with its stratum's
-state.  The result is a lazy ``xarray.Dataset`` laid out by :mod:`dlmm.schema`.
+state.  In the low-rank mode the eigenvectors stay a Dask array chunked over samples
+and each chunk of variants is a task per chunk of samples, their sums added, then one
+task testing it (:mod:`dlmm.sharded`).  The result is a lazy ``xarray.Dataset`` laid out by :mod:`dlmm.schema`.
 """
 
 from __future__ import annotations
