@@ -8,7 +8,8 @@ each stratum's shared state (eigenvectors, null fits) is scattered once; every c
 of variants is one task (read, filter, impute, rotate, fit, test) with its stratum's
 state.  In the low-rank mode the eigenvectors stay a Dask array chunked over samples
 and each chunk of variants is a task per chunk of samples, their sums added, then one
-task testing it (:mod:`dlmm.sharded`).  The result is a lazy ``xarray.Dataset`` laid out by :mod:`dlmm.schema`.
+task testing it (:mod:`dlmm.sharded`).  The result is a lazy ``xarray.Dataset`` laid
+out by :mod:`dlmm.schema`.
 """
 
 from __future__ import annotations
