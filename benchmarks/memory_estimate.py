@@ -5,8 +5,8 @@ Three parts (``--parts``, default all):
 * ``task``: what one task really holds. In a fresh process, with its inputs made
   (U, the null fit, a GRM sum), the peak RSS is reset (``/proc/self/clear_refs``), a
   block is made as a read makes it (float32) and passed to the kernel
-  (``kernels.scan_block``, full and low rank; ``kernels.grm_block``); the peak above
-  the RSS before is the task's. Two block sizes give the bytes per variant and sample
+  (``kernels.scan_block``; low rank ``dlmm.lowrank``'s chunk sums and block test;
+  ``kernels.grm_block``); the peak above the RSS before is the task's. Two block sizes give the bytes per variant and sample
   and the fixed part, beside ``dlmm.memory.task_bytes``.
 * ``chunk``: the scan kernel's time per variant by block size (one thread), at
   n = 2,000 and 10,000: where it stops improving is what the default task budget
@@ -67,7 +67,7 @@ def _block(m: int, n: int, seed: int = 0) -> np.ndarray:
 
 def task_child(kind: str, n: int, m: int, r: int) -> dict:
     """One task's peak above the RSS before it (bytes) and its time."""
-    from dlmm import kernels
+    from dlmm import kernels, lowrank
     from dlmm.blas import single_threaded
 
     rng = np.random.default_rng(1)
@@ -107,12 +107,21 @@ def task_child(kind: str, n: int, m: int, r: int) -> dict:
         W = np.ones((n, 1))
         y = rng.standard_normal(n)
         kw = dict(samples=np.ones(n, dtype=bool), U=U, s=s, W=W, Wr=U.T @ W, yr=U.T @ y,
-                  logl_null=-1000.0, lam_null=1.0, y=y if r < n else None)
-        kernels.scan_block(_block(20, n), **kw)  # compiled, warm
+                  logl_null=-1000.0, lam_null=1.0)
+
+        def task(x):  # low rank: one chunk of samples' sums, then the block's tests
+            if r == n:
+                return kernels.scan_block(x, **kw)
+            F = np.column_stack([W, y])
+            total = lowrank.chunk_sums(x, kw["samples"], U, F)
+            return lowrank.lowrank_block(total, s=s, Fr=U.T @ F, FF=F.T @ F, c=1, n=n,
+                                         logl_null=-1000.0, lam_null=1.0)
+
+        task(_block(20, n))  # compiled, warm
 
         def run(x):
             with single_threaded():
-                kernels.scan_block(x, **kw)
+                task(x)
     before = _reset_peak()
     t0 = time.perf_counter()
     run(_block(m, n, seed=2))  # the block as a read makes it, inside the task

@@ -23,7 +23,7 @@ import numba
 import numpy as np
 from scipy import special
 
-from . import schema
+from . import schema, sums
 
 __all__ = [
     "EIGEN_TOL",
@@ -45,6 +45,14 @@ __all__ = [
     "fit_em",
     "lrt",
     "ols_test",
+    "ols_gram",
+    "scan_block",
+    "trait_args",
+    "block_out",
+    "lmm_columns",
+    "ols_columns",
+    "put_columns",
+    "null_reml_lambda",
     "grm_block",
     "grm_accumulator",
     "grm_total",
@@ -136,31 +144,33 @@ def eigh_kinship(kinship: np.ndarray, tol: float | None = None,
     return s, U
 
 
-def eigen_from_svd(U: np.ndarray, sv: np.ndarray, tol: float | None = None,
-                   rank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(s, U)`` of ``K = Z Z^T`` from a thin SVD ``Z = U diag(sv) V^T`` of a factor.
+def eigen_from_svd(sv: np.ndarray, tol: float | None = None,
+                   rank: int | None = None) -> tuple[np.ndarray, int]:
+    """Eigenvalues of ``K = Z Z^T`` from the singular values of a factor ``Z``.
 
     The low-rank kinship of FaST-LMM: with ``Z = [x_1 .. x_q] / sqrt(q)`` the
     centred genotypes of q variants, K is their GRM, of rank <= q, and its
-    eigenpairs come from the SVD of the (n, q) factor in O(n q^2), with no
-    n x n matrix.
+    eigenpairs come from the thin SVD ``Z = U diag(sv) V^T`` of the (n, q)
+    factor in O(n q^2), with no n x n matrix: ``K = U diag(sv^2) U^T``.
 
     Parameters
     ----------
-    U : (n, q') left singular vectors; sv : (q',) singular values.
+    sv : (q',) singular values, descending (as an SVD returns them).
     tol : as in :func:`eigh_kinship` (on the eigenvalues ``sv**2``).
     rank : keep only the ``rank`` largest; default all.
 
     Returns
     -------
-    s : (r,) the non-zero eigenvalues (of the ``rank`` largest) ascending;
-    U : (n, r) C-contiguous.
+    s : (r,) the non-zero eigenvalues (of the ``rank`` largest), descending;
+    r : they belong to the first r left singular vectors, ``U[:, :r]``.
     """
     tol = EIGEN_TOL if tol is None else tol
     sv = np.asarray(sv, dtype=np.float64)
-    order = np.argsort(sv)[::-1][:rank]  # the largest first
-    order = order[sv[order] ** 2 >= tol][::-1]  # a zero one is part of the rest
-    return sv[order] ** 2, np.ascontiguousarray(np.asarray(U, dtype=np.float64)[:, order])
+    if np.any(np.diff(sv) > 0):
+        raise ValueError("singular values must be in descending order")
+    s = sv[:rank] ** 2
+    r = int(np.count_nonzero(s >= tol))  # a zero one is part of the rest
+    return s[:r], r
 
 
 def rotate(U: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -186,7 +196,7 @@ def dominance(dosage: np.ndarray) -> np.ndarray:
 
 def block_stats(dosage: np.ndarray, covariates: np.ndarray | None = None, *,
                 maf: float = 0.01, max_missing: float = 0.05,
-                r2_max: float = 0.9999) -> dict[str, np.ndarray]:
+                r2_max: float = sums.R2_MAX) -> dict[str, np.ndarray]:
     """Per-variant summary and GEMMA's default filters on analysed samples.
 
     Parameters
@@ -200,43 +210,12 @@ def block_stats(dosage: np.ndarray, covariates: np.ndarray | None = None, *,
     Returns
     -------
     dict with ``n_miss`` (m,) int, ``af`` (m,) frequency of the counted allele,
-    ``mean`` (m,) mean dosage, ``tested`` (m,) bool.
+    ``mean`` (m,) mean dosage, ``tested`` (m,) bool (:func:`dlmm.sums.filters`).
     """
-    dosage = np.asarray(dosage)
-    m, n = dosage.shape
-    counts, total = _class_counts(dosage)
-    n0, n1, n2, n_miss = counts.T
-    n_obs = n - n_miss
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / n_obs
-    af = mean / 2.0
-    tested = (n_obs > 0) & (n_miss / n <= max_missing)
-    tested &= (af >= maf) & (af <= 1.0 - maf)
-    # Polymorphism as GEMMA checks it: at least two genotype classes, and not
-    # all heterozygous.  Non-integer dosages only need a non-zero variance.
-    integer = n0 + n1 + n2 + n_miss == n
-    poly = (n0 + n1 > 0) & (n1 + n2 > 0) & (n0 + n2 > 0)
-    if not integer.all():
-        rows = ~integer
-        sub = np.asarray(dosage[rows], dtype=np.float64)
-        centred = np.where(np.isnan(sub), 0.0, sub - np.nan_to_num(mean[rows])[:, None])
-        poly[rows] = (centred ** 2).sum(axis=1) > 0
-    tested &= poly
-    if covariates is not None and covariates.shape[1] > 1:
-        x = impute_mean(dosage, mean)
-        Wtx = x @ covariates
-        coef = np.linalg.solve(covariates.T @ covariates, Wtx.T).T
-        v_w = (Wtx * coef).sum(axis=1)
-        v_x = (x * x).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            tested &= ~(v_w / v_x > r2_max)
-    return {"n_miss": n_miss, "af": af, "mean": mean, "tested": tested}
-
-
-def _class_counts(dosage):
-    """Per variant: counts of dosage 0, 1, 2 and missing (m, 4), and the sum of the
-    observed dosages (m,)."""
-    return _class_counts_rows(dosage, np.arange(dosage.shape[0]))
+    W = covariates if covariates is not None and covariates.shape[1] > 1 else None
+    st = sums.variant_sums(dosage, F=W)
+    return sums.filters(st, np.shape(dosage)[1], WtW=None if W is None else W.T @ W,
+                        maf=maf, max_missing=max_missing, r2_max=r2_max)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -250,31 +229,6 @@ def _gather(dosage, rows, cols, fill, centre):  # pragma: no cover (compiled)
             v = dosage[j, cols[b]]
             out[a, b] = (f if np.isnan(v) else v) - c
     return out
-
-
-@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
-def _class_counts_rows(dosage, rows):  # pragma: no cover (compiled)
-    """:func:`_class_counts` of ``dosage[rows]`` (rows: int64 indices), without a copy.
-    Vectorised (the sum re-associated: 0.52 -> 0.13 us a variant at n = 400); NaN
-    checks kept (no ``nnan``)."""
-    n = dosage.shape[1]
-    counts = np.zeros((rows.size, 4), dtype=np.int64)
-    total = np.zeros(rows.size)
-    for a in range(rows.size):
-        j = rows[a]
-        c0 = c1 = c2 = cm = 0
-        t = 0.0
-        for i in range(n):
-            v = dosage[j, i]
-            ok = v == v
-            cm += not ok
-            t += v if ok else 0.0
-            c0 += v == 0.0
-            c1 += v == 1.0
-            c2 += v == 2.0
-        counts[a, 0], counts[a, 1], counts[a, 2], counts[a, 3] = c0, c1, c2, cm
-        total[a] = t
-    return counts, total
 
 
 #: Most variants a GRM block may take in float32: 4 x rows < 2^24 keeps X'X exact.
@@ -340,21 +294,6 @@ def variant_design(dosage: np.ndarray, model: str) -> np.ndarray:
     if model == "genotypic":
         return np.stack([dosage, dominance(dosage)], axis=1)
     raise ValueError(f"model must be 'additive' or 'genotypic', not {model!r}")
-
-
-def _has_dominance(dosage: np.ndarray, rtol: float = 1e-8) -> np.ndarray:
-    """(m,) bool: the dominance column is not a linear function of the dosage.
-
-    With fewer than three genotype classes ``1 - |x - 1|`` is collinear with
-    the intercept and ``x``; such variants cannot take a 2-df test.
-    """
-    d = dominance(dosage)
-    xc = dosage - dosage.mean(axis=1, keepdims=True)
-    dc = d - d.mean(axis=1, keepdims=True)
-    sxx, sdd, sxd = (xc * xc).sum(1), (dc * dc).sum(1), (xc * dc).sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        resid = sdd - np.where(sxx > 0, sxd * sxd / sxx, 0.0)
-    return resid > rtol * np.maximum(sdd, 1e-300)
 
 
 def grm_accumulator(k: int) -> np.ndarray:
@@ -480,7 +419,7 @@ def _grm_stats(dosage, use):
         dosage = dosage.astype(np.float64)
     m, n = dosage.shape
     rows = np.flatnonzero(use)
-    counts, total = _class_counts_rows(dosage, rows)
+    counts, total = sums.class_counts(dosage, rows)
     mean = np.zeros(m)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean[rows] = np.nan_to_num(total / (n - counts[:, 3]))
@@ -696,33 +635,35 @@ def _grams(lam, s, F, X, derivatives=False, with_logdet=True, rest=None):
     return (out if derivatives else out[0]), logdet
 
 
-def lowrank_rest(F: np.ndarray, Fr: np.ndarray, X: np.ndarray | None = None,
-                 Xr: np.ndarray | None = None) -> np.ndarray:
+def lowrank_rest(FF: np.ndarray, Fr: np.ndarray, FX: np.ndarray | None = None,
+                 Xr: np.ndarray | None = None, XX: np.ndarray | None = None) -> np.ndarray:
     """Gram of ``Z_j = [W, X_j, y]`` outside the span of thin eigenvectors U (n, r).
 
     With ``K = U diag(s) U^T`` of rank r < n (FaST-LMM's low-rank form), the
     covariance has eigenvalue ``se2 (lam s_i + 1)`` along U's columns and
     ``se2`` on the (n - r)-dimensional rest.  The rest enters every likelihood
-    term only through ``Z'(I - U U^T)Z = Z'Z - (U^T Z)'(U^T Z)``: O(n) per variant
-    from the unrotated columns, with no n x n matrix.
+    term only through ``Z'(I - U U^T)Z = Z'Z - (U^T Z)'(U^T Z)``: from the Gram
+    ``Z'Z`` (sums over samples, O(n) per variant) and the rotated columns,
+    with no n x n matrix.
 
     Parameters
     ----------
-    F : (n, f) = [W, y] on the samples; Fr : (r, f) = U^T F.
-    X : (m, k, n) variant columns; Xr : (m, k, r) = U^T X (default: none, k = 0).
+    FF : (f, f) ``F'F`` of F = [W, y] (f = c + 1); Fr : (r, f) = U^T F.
+    FX : (m, k, f) ``X_j'F``; Xr : (m, k, r) = U^T X; XX : (m, k, k) ``X_j'X_j``
+        (default: no variant, k = 0).
 
     Returns
     -------
     (m, p, p) in the column order of :func:`_grams` (m = 1 without X).
     """
-    c0 = F.shape[1] - 1
-    FF = F.T @ F - Fr.T @ Fr
-    if X is None:
-        X, Xr = np.zeros((1, 0, F.shape[0])), np.zeros((1, 0, Fr.shape[0]))
-    m = X.shape[0]
-    FX = X @ F - Xr @ Fr
-    XX = np.einsum("mkn,mln->mkl", X, X) - np.einsum("mkn,mln->mkl", Xr, Xr)
-    return _assemble(np.broadcast_to(FF, (m,) + FF.shape), FX, XX, c0)
+    c0 = FF.shape[0] - 1
+    FF = FF - Fr.T @ Fr
+    if FX is None:
+        FX, Xr, XX = np.zeros((1, 0, FF.shape[0])), np.zeros((1, 0, Fr.shape[0])), \
+            np.zeros((1, 0, 0))
+    FX = FX - Xr @ Fr
+    XX = XX - Xr @ np.swapaxes(Xr, -1, -2)
+    return _assemble(np.broadcast_to(FF, (FX.shape[0],) + FF.shape), FX, XX, c0)
 
 
 # --------------------------------------------------------------------------
@@ -1382,17 +1323,33 @@ def ols_test(W: np.ndarray, y: np.ndarray, X: np.ndarray) -> dict[str, np.ndarra
 
     Returns
     -------
-    dict with ``beta`` (m, k), ``se`` (m, k), ``stat`` (m,): ``F = (RSS0 - RSS1) / k /
-    (RSS1 / (n - c0 - k))``, and ``p`` (m,) on ``(k, n - c0 - k)`` df.
+    :func:`ols_gram` of their Gram.
     """
     n, c0 = W.shape
     m, k, _ = X.shape
     F = np.column_stack([W, y])
     FX = (X.reshape(m * k, n) @ F).reshape(m, k, c0 + 1)
-    XX = np.einsum("man,mbn->mab", X, X)
-    M = _assemble(np.broadcast_to(F.T @ F, (m, c0 + 1, c0 + 1)), FX, XX, c0)
+    return ols_gram(F.T @ F, FX, np.einsum("man,mbn->mab", X, X), n)
+
+
+def ols_gram(FF: np.ndarray, FX: np.ndarray, XX: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """The least-squares F-test from the Gram of ``[W, X_j, y]`` (sums over the n samples).
+
+    Parameters
+    ----------
+    FF : (c0 + 1, c0 + 1) ``F'F`` of F = [W, y]; FX : (m, k, c0 + 1) ``X_j'F``;
+    XX : (m, k, k) ``X_j'X_j``; n : samples.
+
+    Returns
+    -------
+    dict with ``beta`` (m, k), ``se`` (m, k), ``stat`` (m,): ``F = (RSS0 - RSS1) / k /
+    (RSS1 / (n - c0 - k))``, and ``p`` (m,) on ``(k, n - c0 - k)`` df.
+    """
+    c0 = FF.shape[0] - 1
+    m, k = XX.shape[:2]
+    M = _assemble(np.broadcast_to(FF, (m, c0 + 1, c0 + 1)), FX, XX, c0)
     beta, se, stat, _, df = _f_tests(*_residual_gram(M, c0), n, c0)
-    return {"beta": beta, "se": se, "stat": stat, "p": f_sf(stat, X.shape[1], df)}
+    return {"beta": beta, "se": se, "stat": stat, "p": f_sf(stat, k, df)}
 
 
 def _residual_gram(M: np.ndarray, c0: int):
@@ -1514,23 +1471,23 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
                null_start=None, model: str = "additive",
                solver: str = "exact", maf: float = 0.01, max_missing: float = 0.05,
                em_tol: float = 1e-5, em_max_iter: int = 100, tests=("lrt",),
-               lam_null=None, y: np.ndarray | None = None) -> np.ndarray:
-    """Filter, impute, rotate, fit and test one block of variants.
+               lam_null=None, lam_reml=None, y: np.ndarray | None = None) -> np.ndarray:
+    """Filter, impute, rotate, fit and test one block of variants (full rank).
 
     The block is filtered, imputed and rotated once, then tested against every
     trait of ``yr`` (traits sharing the analysed samples share the rotation).
+    The low-rank mode (thin U) is :func:`dlmm.lowrank.lowrank_block`, from sums
+    over chunks of samples.
 
     Parameters
     ----------
     dosage : (m, N) dosages on all samples of the store, NaN for missing.
     samples : (N,) bool, the analysed samples (n of them).
-    U, s : eigenvectors (n, r) and eigenvalues (r,) of the analysed kinship;
-        r < n is the low-rank mode (FaST-LMM): the rotation costs O(n r) per
-        variant and the part outside U's span enters through
-        :func:`lowrank_rest`.  A float32 U (full rank only) rotates the block
-        in single precision (twice the rate; the fit stays float64).
-    W : (n, c) covariates, Wr = U^T W, yr = U^T y: (r,) one trait, or (r, t).
-    y : the unrotated phenotype(s), (n,) or (n, t); needed when r < n and for ``ols``.
+    U, s : eigenvectors (n, n) and eigenvalues (n,) of the analysed kinship.  A
+        float32 U rotates the block in single precision (twice the rate; the fit
+        stays float64).
+    W : (n, c) covariates, Wr = U^T W, yr = U^T y: (n,) one trait, or (n, t).
+    y : the unrotated phenotype(s), (n,) or (n, t); needed for ``ols``.
     logl_null : null-model log-likelihood (from the same solver); (t,) for t traits.
     null_start : ``(beta_w (c,), sa2, se2)`` to start EM from, or None for
         the classic start; a list of t of them for t traits.
@@ -1539,6 +1496,8 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     tests : any of ``"lrt"``, ``"wald"`` (at each variant's REML lambda),
         ``"score"`` (at ``lam_null``, the null model's ML lambda; (t,) for t traits),
         ``"ols"`` (least squares, no kinship: on the unrotated ``y``).
+    lam_reml : the null model's REML lambda, where the Wald test's fits start ((t,);
+        default: fitted here).
 
     Returns
     -------
@@ -1547,96 +1506,105 @@ def scan_block(dosage: np.ndarray, *, samples: np.ndarray, U: np.ndarray, s: np.
     ``tested`` (0).
     """
     tests = _check_tests(tests)
-    if "score" in tests and lam_null is None:
-        raise ValueError("the score test needs lam_null (the null model's ML lambda)")
-    multi = np.ndim(yr) == 2
-    Y = np.asarray(yr, dtype=np.float64).reshape(yr.shape[0], -1)
-    n_traits = Y.shape[1]
-    logl0 = np.broadcast_to(np.asarray(logl_null, dtype=np.float64), (n_traits,))
-    lam0 = None if lam_null is None else np.broadcast_to(
-        np.asarray(lam_null, dtype=np.float64), (n_traits,))
-    starts = null_start if multi and null_start is not None else [null_start] * n_traits
     x = analysed(dosage, samples)
-    st = block_stats(x, W, maf=maf, max_missing=max_missing)
+    n = x.shape[1]
+    if U.shape != (n, n):
+        raise ValueError(f"scan_block needs a full eigenbasis (n, n) = ({n}, {n}), not "
+                         f"{U.shape}; a thin U: dlmm.lowrank")
+    if "ols" in tests and y is None:
+        raise ValueError("--test ols needs the unrotated y")
+    Wf = W if W.shape[1] > 1 else None
+    st = sums.filters(sums.variant_sums(x, F=Wf, model=model), n, model=model,
+                      WtW=None if Wf is None else W.T @ W, maf=maf, max_missing=max_missing)
+    Y = np.asarray(yr, dtype=np.float64).reshape(n, -1)
+    traits = trait_args(Y.shape[1], logl_null, lam_null, null_start, lam_reml, tests)
+    if "wald" in tests and traits[0]["lam_reml"] is None:
+        for j, tr in enumerate(traits):
+            tr["lam_reml"] = null_reml_lambda(s, Wr, Y[:, j], n, None)
     cols = result_columns(model, tests)
-    out = np.full((x.shape[0], n_traits, len(cols)), np.nan)
-    out[:, :, 0], out[:, :, 1] = st["n_miss"][:, None], st["af"][:, None]
-    t = st["tested"]
-    if model == "genotypic":
-        x = impute_mean(x, st["mean"])
-        t &= _has_dominance(x)
-    out[:, :, 2] = t[:, None]
-    tested = np.flatnonzero(t)
+    out = block_out(st, Y.shape[1], cols)
+    tested = np.flatnonzero(st["tested"])
     if tested.size:
         _test_rows(out, x, tested, np.nan_to_num(st["mean"]), cols, U=U, s=s, W=W, Wr=Wr,
-                   Y=Y, y=y, logl0=logl0, starts=starts, lam0=lam0, model=model,
-                   solver=solver, em_tol=em_tol, em_max_iter=em_max_iter, tests=tests)
-    return out if multi else out[:, 0]
+                   Y=Y, y=y, traits=traits, model=model, solver=solver, em_tol=em_tol,
+                   em_max_iter=em_max_iter, tests=tests)
+    return out if np.ndim(yr) == 2 else out[:, 0]
 
 
-def _test_rows(out, x, tested, fill, cols, *, U, s, W, Wr, Y, y, logl0, starts, lam0, model,
-               solver, em_tol, em_max_iter, tests) -> None:
+def trait_args(n_traits: int, logl_null, lam_null, null_start, lam_reml, tests) -> list[dict]:
+    """Per trait, the null model's figures a block's tests take: ``logl_null``,
+    ``lam_null`` (the score test's, required with it), ``null_start`` (EM's start),
+    ``lam_reml`` (scalars, or (t,) / a list of t for t traits; None: not given)."""
+    if "score" in tests and lam_null is None:
+        raise ValueError("the score test needs lam_null (the null model's ML lambda)")
+
+    def each(v):
+        return [None] * n_traits if v is None else [float(a) for a in np.broadcast_to(
+            np.asarray(v, dtype=np.float64), (n_traits,))]
+
+    starts = null_start if isinstance(null_start, list) else [null_start] * n_traits
+    return [{"logl_null": a, "lam_null": b, "null_start": c, "lam_reml": d} for a, b, c, d
+            in zip(each(logl_null), each(lam_null), starts, each(lam_reml))]
+
+
+def block_out(st: dict, n_traits: int, cols: list[str]) -> np.ndarray:
+    """A block's result (m, t, columns): ``n_miss``, ``af``, ``tested`` from the filters
+    ``st`` (:func:`dlmm.sums.filters`), NaN elsewhere."""
+    out = np.full((st["tested"].shape[0], n_traits, len(cols)), np.nan)
+    out[:, :, 0], out[:, :, 1] = st["n_miss"][:, None], st["af"][:, None]
+    out[:, :, 2] = st["tested"][:, None]
+    return out
+
+
+def _test_rows(out, x, tested, fill, cols, *, U, s, W, Wr, Y, y, traits, model, solver,
+               em_tol, em_max_iter, tests) -> None:
     """Test the variants ``tested`` (rows of ``x``, missing calls at ``fill``) against
     every trait, writing ``out[rows, trait, column]``."""
-    n, r = U.shape
-    if U.dtype == np.float32 and r < n:
-        raise ValueError("a float32 rotation is for a full eigenbasis (r = n)")
-    if (r < n or "ols" in tests) and y is None:
-        raise ValueError("a thin U (low-rank mode) and --test ols need the unrotated y")
-    n_traits = Y.shape[1]
+    n = U.shape[0]
     Y_raw = None if y is None else np.asarray(y, dtype=np.float64).reshape(n, -1)
-    F = [np.column_stack([Wr, Y[:, j]]) for j in range(n_traits)]
-    F_raw = None if r == n else [np.column_stack([W, Y_raw[:, j]]) for j in range(n_traits)]
     lmm = tuple(v for v in tests if v != "ols")
-    lam_reml = [None] * n_traits  # each trait's null REML lambda: where REML fits start
-    if "wald" in lmm:
-        for j in range(n_traits):
-            lam_reml[j] = _null_reml_lambda(s, Wr, Y[:, j], n, None if r == n else
-                                            lowrank_rest(F_raw[j], F[j]))
     # a slab of variants at a time: its gathered and rotated copies are reused between
     # slabs (no fresh (m, n) arrays per block), and U is read once per >= 256 variants
     step = max(256, _SCAN_SLAB_ELEMENTS // n)
     for i in range(0, tested.size, step):
         rows = tested[i:i + step]
         X, Xr = _rotated_slab(x, rows, fill, model, U if lmm else None)
-        for j in range(n_traits):
+        for j, tr in enumerate(traits):
             if "ols" in tests:
-                _put(out, rows, j, cols, _ols_columns(W, Y_raw[:, j], X))
-            if not lmm:
-                continue
-            rest = None if r == n else lowrank_rest(F_raw[j], F[j], X, Xr)
-            res = _test_block(Xr, s=s, Wr=Wr, yr=Y[:, j], logl_null=float(logl0[j]),
-                              null_start=starts[j], solver=solver, em_tol=em_tol,
-                              em_max_iter=em_max_iter, tests=lmm,
-                              lam_null=None if lam0 is None else float(lam0[j]),
-                              n=n, rest=rest, lam_reml=lam_reml[j])
-            _put(out, rows, j, cols, _split_beta(res, model))
+                put_columns(out, rows, j, cols, ols_columns(ols_test(W, Y_raw[:, j], X)))
+            if lmm:
+                put_columns(out, rows, j, cols, lmm_columns(
+                    Xr, s=s, Wr=Wr, yr=Y[:, j], solver=solver, em_tol=em_tol,
+                    em_max_iter=em_max_iter, tests=lmm, n=n, rest=None, model=model, **tr))
 
 
-def _put(out, rows, j, cols, res) -> None:
+def put_columns(out, rows, j, cols, res) -> None:
     """Write one trait's result columns (by key) into the block's ``rows``."""
     for name, val in res.items():
         out[rows, j, cols.index(name)] = val
 
 
-def _split_beta(res: dict, model: str) -> dict:
-    """``beta``/``se`` (m, k) -> the additive column, and ``*_dom`` for the genotypic model."""
+def lmm_columns(Xr: np.ndarray, *, model: str, **kw) -> dict[str, np.ndarray]:
+    """The mixed-model result columns of one trait on rotated variant columns
+    ``Xr`` (m, k, r) (keywords: :func:`_test_block`'s): ``beta``/``se`` the additive
+    column's, ``*_dom`` the dominance column's for the genotypic model."""
+    res = _test_block(Xr, **kw)
     if model == "genotypic":
         res["beta_dom"], res["se_dom"] = res["beta"][:, 1], res["se"][:, 1]
     res["beta"], res["se"] = res["beta"][:, 0], res["se"][:, 0]
     return res
 
 
-def _ols_columns(W, y, X) -> dict:
-    """The least-squares columns of one trait (the additive effect; F and p over all k)."""
-    r = ols_test(W, y, X)
+def ols_columns(r: dict) -> dict:
+    """The least-squares columns of one trait from :func:`ols_gram` (the additive
+    effect; F and p over all k)."""
     return {"beta_ols": r["beta"][:, 0], "se_ols": r["se"][:, 0], "f_ols": r["stat"],
             "p_ols": r["p"]}
 
 
 def _rotated_slab(x, rows, fill, model, U):
     """The design (m, k, n) of the variants ``rows`` of ``x`` (missing calls at
-    ``fill``) and its rotation (m, k, r), in single precision when U is float32
+    ``fill``) and its rotation (m, k, n), in single precision when U is float32
     (no rotation when U is None)."""
     X = variant_design(take(x, rows=rows, fill=fill), model)
     if U is None:
@@ -1650,16 +1618,17 @@ def _rotated_slab(x, rows, fill, model, U):
     return X, Xr.reshape(m, k, U.shape[1])
 
 
-def _null_reml_lambda(s, Wr, yr, n, rest) -> float:
+def null_reml_lambda(s, Wr, yr, n, rest) -> float:
     """The null model's REML lambda; ``rest`` (1, c0 + 1, c0 + 1) of [W, y], or None."""
     return float(fit_exact(s, Wr, yr, np.zeros((1, 0, s.shape[0])), reml=True, n=n,
                            rest=rest).lam[0])
 
 
 def _test_block(Xr, *, s, Wr, yr, logl_null, null_start, solver, em_tol, em_max_iter,
-                tests, lam_null, n, rest, lam_reml=None) -> dict[str, np.ndarray]:
+                tests, lam_null, n, rest, lam_reml) -> dict[str, np.ndarray]:
     """The tests of one trait on a rotated block ``Xr`` (m, k, r), n samples, ``rest``
-    (m, p, p) or None (see :func:`fit_exact`): result columns by name (``beta``,
+    (m, p, p) or None (see :func:`fit_exact`), ``lam_reml`` the null model's REML
+    lambda (where the Wald test's fits start): result columns by name (``beta``,
     ``se`` as (m, k))."""
     m, k, r = Xr.shape
     if solver not in ("exact", "em"):
@@ -1698,9 +1667,6 @@ def _test_block(Xr, *, s, Wr, yr, logl_null, null_start, solver, em_tol, em_max_
     if "wald" in tests:
         # each variant's REML lambda lies near the null model's REML lambda (its ML one
         # may sit on a bound): start the Newton steps, and the series, there
-        if lam_reml is None:
-            lam_reml = _null_reml_lambda(s, Wr, yr, n, None if rest is None else rest[
-                :1, [*range(Wr.shape[1]), -1]][:, :, [*range(Wr.shape[1]), -1]])
         fit_r = fit_exact(s, Wr, yr, Xr, reml=True, start=lam_reml, n=n, rest=rest)
         wa = [wald_test(s, Wr, yr, part, fit_r.lam[i:i + rows], n=n, rest=rp)
               for i, part, rp in zip(range(0, m, rows), parts, rests)]

@@ -6,7 +6,10 @@ stratum each; a leave-one-chromosome-out scan has one per trait group and chromo
 Set-up (kinship, eigendecomposition, null fits) runs once per stratum on the client;
 each stratum's shared state (eigenvectors, null fits) is scattered once; every chunk
 of variants is one task (read, filter, impute, rotate, fit, test) with its stratum's
-state.  The result is a lazy ``xarray.Dataset`` laid out by :mod:`dlmm.schema`.
+state.  In the low-rank mode the eigenvectors stay a Dask array chunked over samples
+and each chunk of variants is a task per chunk of samples, their sums added, then one
+task testing it (:mod:`dlmm.sharded`).  The result is a lazy ``xarray.Dataset`` laid
+out by :mod:`dlmm.schema`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import xarray as xr
 from . import kernels, progress, schema
 from .errors import InputError
 from .inputs import ScanInputs, prepare_inputs, trait_groups
-from .nullmodel import NullModel, fit_null_model
+from .nullmodel import NullModel, fit_null_model, null_figures
 from .options import ScanOptions
 
 __all__ = ["scan", "scan_inputs", "setup", "Stratum", "as_options", "resolve_center",
@@ -115,12 +118,24 @@ def setup(ds: xr.Dataset, inputs: ScanInputs, options: ScanOptions,
         Y = inputs.phenotypes[np.ix_(mask, group)]
         for contig, eig, used in _eigens(ds, inputs, mask, W, options, phase):
             phase(f"null fits of {len(group)} trait(s) on {int(mask.sum()):,} samples")
-            nulls = [fit_null_model(Y[:, j], W, None, em=options.solver == "em",
-                                    em_tol=options.em_tol, em_max_iter=options.em_max_iter,
-                                    eig=eig) for j in range(len(group))]
-            out.append(Stratum(group, contig, mask, nulls, used))
+            out.append(Stratum(group, contig, mask, _nulls(eig, W, Y, options), used))
     phase(None)
     return out
+
+
+def _nulls(eig, W: np.ndarray, Y: np.ndarray, options: ScanOptions) -> list[NullModel]:
+    """The null fit of each trait (columns of Y) on one eigendecomposition; in the low-rank
+    mode from sums over samples, U1 chunked over them (:mod:`dlmm.sharded`)."""
+    kw = dict(em_tol=options.em_tol, em_max_iter=options.em_max_iter)
+    if options.lowrank:
+        from .sharded import lowrank_nulls, rows_to_workers, sample_chunks
+
+        s, U1 = eig
+        if isinstance(U1, np.ndarray):  # --kinship-rank: the same path, U1 chunked
+            U1 = rows_to_workers(U1, sample_chunks(*U1.shape))
+        return lowrank_nulls(s, U1, W, Y, solver=options.solver, **kw)
+    return [fit_null_model(Y[:, j], W, None, em=options.solver == "em", eig=eig, **kw)
+            for j in range(Y.shape[1])]
 
 
 class _Phases:
@@ -207,27 +222,22 @@ def _eigh(K: np.ndarray, center: bool, rank: int | None, source: str | None):
 
 
 def _lowrank_eig(ds, samples, W, variants, rank, center, source, maf, max_missing):
-    """``(s, U)`` thin, from the GRM factor of ``variants`` (:func:`dlmm.kinship.grm_factor`)
-    by Dask's tall-and-skinny SVD (TSQR: QR of row blocks, then a q x q SVD)."""
-    import dask
-    import dask.array as da
-
+    """``((s, U1), used)``: U1 thin, a Dask array chunked over samples, from the GRM
+    factor of ``variants`` (:func:`dlmm.kinship.grm_factor`) by
+    :func:`dlmm.sharded.lowrank_eigen` (TSQR: QR of row blocks, then a q x q SVD)."""
     from .kinship import grm_factor
+    from .sharded import lowrank_eigen
 
     f = grm_factor(ds, variants, samples, W, maf=maf, max_missing=max_missing)
     Z = f["grm_factor"].data
     if center:  # P K P = (P Z)(P Z)^T: centring the factor double-centres K
         Z = Z - Z.mean(axis=0, keepdims=True)
-    n, q = Z.shape
-    # TSQR wants row blocks at least as tall as the factor is wide
-    rows = n if n < 2 * q else max(q, -(-n // 8))
-    u, sv, _ = da.linalg.svd(Z.rechunk({0: rows, 1: -1}))
-    u, sv, used = dask.compute(u, sv, f["kinship_variant_used"].data.sum())
+    s, U1, used = lowrank_eigen(Z, rank=rank, also=f["kinship_variant_used"].data.sum())
     if used == 0:
-        raise InputError(source, f"none of the {q} kinship variants passes the filters "
-                         "(maf, max_missing) on the analysed samples",
+        raise InputError(source, f"none of the {Z.shape[1]} kinship variants passes the "
+                         "filters (maf, max_missing) on the analysed samples",
                          "choose other or more variants for --kinship-variants")
-    return kernels.eigen_from_svd(u, sv, rank=rank), int(used)
+    return (s, U1), int(used)
 
 
 # --------------------------------------------------------------------------
@@ -244,22 +254,39 @@ def _graph(ds, inputs: ScanInputs, strata: list[Stratum], options: ScanOptions):
     block_contig = None
     if options.loco:
         dosage, block_contig = split_at_contigs(dosage, ds["variant_contig"].values)
-    shared = {id(st): _share(_shared_state(st, options)) for st in strata}
+    shared = {id(st): _share(_shared_state(st, options)) for st in strata
+              if not options.lowrank}
     groups, order = [], []
     for group in trait_groups(inputs):
         by_contig = {st.contig: st for st in strata if np.array_equal(st.traits, group)}
-        parts = [_blocks(dosage, a, b).map_blocks(
-            _block, shared[id(by_contig[c])], model=options.model, solver=options.solver,
-            maf=options.maf, max_missing=options.max_missing, em_tol=options.em_tol,
-            em_max_iter=options.em_max_iter, new_axis=2, dtype=np.float64,
-            chunks=(dosage.chunks[0][a:b], (len(group),), (len(keys),)))
-            for a, b, c in _runs(block_contig, dosage.numblocks[0])]
+        parts = [_stratum_blocks(_blocks(dosage, a, b), by_contig[c], options, shared)
+                 for a, b, c in _runs(block_contig, dosage.numblocks[0])]
         groups.append(parts[0] if len(parts) == 1 else da.concatenate(parts, axis=0))
         order.extend(group)
     out = groups[0] if len(groups) == 1 else da.concatenate(groups, axis=1)
     if len(groups) > 1:  # traits back in their order, one chunk over them
         out = out[:, np.argsort(order, kind="stable")].rechunk({1: -1})
     return out, keys
+
+
+def _stratum_blocks(dosage, st: Stratum, options: ScanOptions, shared: dict):
+    """The (variants, traits, columns) array of stratum ``st`` over ``dosage``'s blocks:
+    one task per block with the stratum's shared state, or in the low-rank mode
+    :func:`dlmm.sharded.lowrank_scan_blocks` (tasks per block and chunk of samples)."""
+    kw = dict(model=options.model, solver=options.solver, maf=options.maf,
+              max_missing=options.max_missing, em_tol=options.em_tol,
+              em_max_iter=options.em_max_iter)
+    if options.lowrank:
+        from .sharded import lowrank_scan_blocks
+
+        nm = st.nulls[0]
+        return lowrank_scan_blocks(dosage, st.samples, nm.s, nm.U, nm.W,
+                                   np.column_stack([x.y for x in st.nulls]), st.nulls,
+                                   em_start=options.em_start, tests=options.tests, **kw)
+    cols = kernels.result_columns(options.model, options.tests)
+    return dosage.map_blocks(_block, shared[id(st)], new_axis=2, dtype=np.float64,
+                             chunks=(dosage.chunks[0], (len(st.traits),), (len(cols),)),
+                             **kw)
 
 
 def _blocks(dosage, a: int, b: int):
@@ -279,17 +306,11 @@ def _runs(block_contig, n_blocks: int):
 def _shared_state(st: Stratum, options: ScanOptions) -> dict:
     """What a block task of stratum ``st`` needs besides its genotypes."""
     nm = st.nulls[0]
-    fits = [x.em if options.solver == "em" else x.ml for x in st.nulls]
-    starts = None
-    if options.solver == "em" and options.em_start == "null":
-        starts = [(x.ml.beta[0], x.ml.sigma_sq_a[0], x.ml.sigma_sq_e[0]) for x in st.nulls]
     U = nm.U.astype(np.float32) if options.rotation_dtype == "float32" else nm.U
     return {"samples": st.samples, "U": U, "s": nm.s, "W": nm.W, "Wr": nm.Wr,
             "yr": np.column_stack([x.yr for x in st.nulls]),
-            "y": np.column_stack([x.y for x in st.nulls]),
-            "logl_null": np.array([float(f.logl[0]) for f in fits]),
-            "null_start": starts, "tests": options.tests,
-            "lam_null": np.array([float(x.ml.lam[0]) for x in st.nulls])}
+            "y": np.column_stack([x.y for x in st.nulls]), "tests": options.tests,
+            **null_figures(st.nulls, options.solver, options.em_start)}
 
 
 def _share(shared: dict):

@@ -70,11 +70,13 @@ def _wait_for_workers(address: str, n: int, prefix=()) -> list[str]:
 @contextlib.contextmanager
 def dask_cluster(workdir: Path, *, scheduler_host: str = "127.0.0.1",
                  worker_hosts=("127.0.0.1", "127.0.0.1"), scheduler_prefix=(),
-                 worker_prefixes=None, client_prefix=()):
+                 worker_prefixes=None, client_prefix=(), worker_args=(), worker_env=None):
     """Start ``dask scheduler`` and one ``dask worker --nthreads 1`` per host.
 
     ``*_prefix`` wrap the commands (e.g. ``["ip", "netns", "exec", NS]``);
-    ``client_prefix`` is where the readiness check runs from.  Processes are
+    ``client_prefix`` is where the readiness check runs from; ``worker_args`` are
+    more ``dask worker`` options (e.g. ``--memory-limit``), ``worker_env`` more
+    environment variables of the workers (e.g. Dask's config).  Processes are
     terminated (and reaped) on exit.
     """
     worker_prefixes = worker_prefixes or [()] * len(worker_hosts)
@@ -95,8 +97,8 @@ def dask_cluster(workdir: Path, *, scheduler_host: str = "127.0.0.1",
             cluster.workers.append(subprocess.Popen(
                 [*prefix, PY, "-m", "dask", "worker", cluster.address, "--nthreads", "1",
                  "--nworkers", "1", "--no-dashboard", "--host", host,
-                 "--local-directory", str(workdir)],
-                stderr=subprocess.DEVNULL, env=ENV))
+                 "--local-directory", str(workdir), *map(str, worker_args)],
+                stderr=subprocess.DEVNULL, env=dict(ENV, **(worker_env or {}))))
         _wait_for_workers(cluster.address, len(worker_hosts), client_prefix)
         yield cluster
     finally:

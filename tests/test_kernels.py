@@ -108,7 +108,7 @@ def test_eigen_zeroing_and_rotation():
 @pytest.mark.parametrize("model", ["additive", "genotypic"])
 def test_float32_rotation_close_to_float64(model):
     """A float32 U rotates the block in single precision: the results move (the path is
-    taken) but by little, and the low-rank mode refuses it."""
+    taken) but by little; scan_block refuses a thin U (the low-rank mode is dlmm.lowrank)."""
     sim = _sim(m=60)
     K = kernels.center_kinship(_grm(sim["dosage"]))
     s, U = kernels.eigh_kinship(K)
@@ -134,7 +134,7 @@ def test_float32_rotation_close_to_float64(model):
                                ref[tested, cols.index("logl_H1")], rtol=1e-7)
     with pytest.raises(ValueError, match="full eigenbasis"):
         kernels.scan_block(x, U=U[:, -30:].astype(np.float32), **dict(kw, s=s[-30:],
-                           Wr=Wr[-30:], yr=yr[-30:]), y=y)
+                           Wr=Wr[-30:], yr=yr[-30:]))
 
 
 def test_block_stats_filters_like_gemma():
