@@ -261,13 +261,14 @@ def _full(n, r, C, tasks, T, n_workers, in_process, rotation_dtype):
 
 
 def _lowrank(n, r, q, tasks, n_workers, in_process):
-    """The low-rank path (factor of q kinship variants, U1 (n, r)): phases -> parts."""
+    """The low-rank path (factor of q kinship variants, U1 (n, r)): phases -> parts.  The
+    factor's SVD and U1 stay on the workers, chunked over samples (:mod:`dlmm.sharded`):
+    each holds its share; the client receives only the singular values."""
     zq = 8.0 * n * q  # the factor Z (n, q) float64
+    share = 8.0 * n * r / max(1, n_workers)
     worker = {"factor": {"factor and its QR": _TSQR * zq / max(1, n_workers)},
-              "scan": {"eigenvectors": 0 if in_process else 8.0 * n * r, "tasks": tasks}}
-    client = {"factor": {"factor's U (received and joined)": (1 if in_process else 2) * zq,
-                         "eigenvectors": 8.0 * n * r},
-              "scan": {"eigenvectors": 8.0 * n * r}}
+              "scan": {"eigenvectors (share)": share, "tasks": tasks}}
+    client = {"factor": {}, "scan": {}}
     return _merged(client, worker, in_process)
 
 

@@ -72,18 +72,21 @@ def test_full_rank_estimate_grows_as_n_squared():
 def test_low_rank_estimate_grows_linearly_and_stays_small():
     es = [memory.estimate_scan("lowrank", n, 20_000, n_kinship_variants=2000)
           for n in (50_000, 100_000, 200_000)]
-    gro = [e.client_peak - memory.RUNTIME["client"] for e in es]
+    gro = [e.worker_peak - memory.RUNTIME["worker"] for e in es]
     assert 1.8 < gro[1] / gro[0] < 2.2 and 1.8 < gro[2] / gro[1] < 2.2
     full = memory.estimate_scan("full", 50_000, 20_000)
-    assert es[0].client_peak < full.client_peak / 10
-    # more workers share the factor's QR
+    assert es[0].worker_peak < full.client_peak / 10
+    # U1 stays on the workers, sharded: the client holds no n-sized array
+    assert es[2].client_peak == es[0].client_peak
+    # more workers share the factor's QR and U1
     two = memory.estimate_scan("lowrank", 200_000, 20_000, n_kinship_variants=2000,
                                n_workers=4)
-    key = "factor and its QR"
-    assert two.worker_phases["factor"][key] < es[2].worker_phases["factor"][key]
+    for phase, key in (("factor", "factor and its QR"), ("scan", "eigenvectors (share)")):
+        assert two.worker_phases[phase][key] == es[2].worker_phases[phase][key] / 4
     # a lower --kinship-rank: a thinner U
     thin = memory.estimate_scan("lowrank", 200_000, 20_000, n_kinship_variants=2000, rank=500)
-    assert thin.client_peak < es[2].client_peak
+    assert thin.worker_phases["scan"]["eigenvectors (share)"] < \
+        es[2].worker_phases["scan"]["eigenvectors (share)"]
 
 
 def test_loco_and_in_process_estimates():
@@ -149,4 +152,4 @@ def test_scan_refuses_before_the_work_when_the_cluster_is_too_small(tmp_path):
     assert not list(tmp_path.glob("full*"))
     r = subprocess.run(base + ["--kinship-variants", "20", "--out", str(tmp_path / "low")],
                        capture_output=True, text=True, timeout=300)
-    assert "memory:" not in r.stderr
+    assert "dlmm: error: memory" not in r.stderr
