@@ -75,7 +75,7 @@ def main() -> int:
             for v in VARS:
                 if v in one:
                     a = out["together"][v].isel(traits=j).values
-                    b = one[v].values
+                    b = one[v].isel(traits=0).values
                     ok = ~np.isnan(b)
                     assert (np.isnan(a) == ~ok).all()
                     worst = max(worst, float(np.abs(a[ok] - b[ok]).max()))
