@@ -33,7 +33,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vs_gemma import mouse  # noqa: E402
+from vs_gemma import mouse
 
 
 def rotation_times(U: np.ndarray, blocks: list[np.ndarray], reps: int) -> dict[str, float]:

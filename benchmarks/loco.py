@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vs_gemma import mouse  # noqa: E402
+from vs_gemma import mouse
 
 
 def run_cli(prefix: Path, out: Path, loco: bool) -> tuple[float, float]:
@@ -60,7 +60,7 @@ def run_python(ds, y, loco: bool) -> dict[str, float]:
 
     mask = ~np.isnan(y)
     t0 = time.perf_counter()
-    (grm_loco(ds, mask) if loco else dlmm.grm(ds, mask)).values
+    _ = (grm_loco(ds, mask) if loco else dlmm.grm(ds, mask)).values
     t_kin = time.perf_counter() - t0
     t0 = time.perf_counter()
     res = dlmm.scan(ds, y, loco=loco)

@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vs_gemma import mouse  # noqa: E402
+from vs_gemma import mouse
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vs_gemma import mouse  # noqa: E402
+from vs_gemma import mouse
 
 ENTRY = {"frozen": ["-m", "dlmm.cli"],
          "collector": ["-c", "import sys; from dlmm.cli import main; sys.exit(main())"],
