@@ -233,16 +233,15 @@ def qq_frame(p: np.ndarray, *, df: int = 1, level: float = 0.95, keep: int = 5_0
 # HoloViews objects
 # --------------------------------------------------------------------------
 def _backends():
-    """Load the HoloViews plotting backends the styles are written for."""
+    """Load HoloViews' bokeh backend; ``has_mpl``: whether its matplotlib backend is
+    loaded (by :func:`dlmm.report.write_png` or ``hv.extension("matplotlib")``), so the
+    matplotlib styles are set too.  The HTML report does not load it (0.8 s of imports)."""
+    import sys
+
     import holoviews as hv
     import holoviews.plotting.bokeh  # noqa: F401
 
-    try:
-        import holoviews.plotting.mpl  # noqa: F401
-        has_mpl = True
-    except ImportError:  # the PNG needs matplotlib; the HTML does not
-        has_mpl = False
-    return hv, has_mpl
+    return hv, "holoviews.plotting.mpl" in sys.modules
 
 
 def _per_trait(results: xr.Dataset, one, title: str):

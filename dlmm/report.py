@@ -217,6 +217,7 @@ def write_png(results: xr.Dataset, path: str | os.PathLike, *,
               significance: float | str = plot.GENOME_WIDE, n_top: int = 100) -> Path:
     """Write the Manhattan and QQ plots as a PNG (matplotlib backend, no browser)."""
     import holoviews as hv
+    import holoviews.plotting.mpl  # noqa: F401 (loaded first: the plots get its styles)
 
     results = results.load()
     path = Path(path)
