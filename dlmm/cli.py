@@ -366,7 +366,7 @@ def run() -> None:
     After the arguments are parsed (``--help`` stays fast) the heavy modules are
     imported with the collector off, then frozen: its collections no longer traverse
     them (about a million objects), and the last full collection at exit is skipped by
-    freezing again before it (0.3-0.7 s of each run).
+    freezing again before it (what it saves: ``benchmarks/startup.py``).
     """
     import gc
 

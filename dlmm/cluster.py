@@ -381,8 +381,9 @@ def resources(client: Client | None = None) -> dict:
     without a client, this process's cores), ``in_process`` (the one worker is this
     process: the client's and its arrays add up), ``client_bytes`` (what this process
     may use: the memory available now plus its own, within the machine's or cgroup's
-    limit and an in-process worker's ``memory_limit``) and ``worker_bytes`` (the
-    memory limits of worker processes; empty in process or when none is set).
+    limit and an in-process worker's ``memory_limit``), ``worker_bytes`` (the
+    memory limits of worker processes; empty in process or when none is set) and
+    ``local_workers`` (worker processes on this machine, sharing its memory).
     """
     import psutil
     from dask.system import CPU_COUNT
@@ -392,7 +393,7 @@ def resources(client: Client | None = None) -> dict:
     client_bytes = min(MEMORY_LIMIT, psutil.virtual_memory().available + own)
     if client is None:
         return {"threads_per_worker": CPU_COUNT, "n_workers": 1, "in_process": True,
-                "client_bytes": client_bytes, "worker_bytes": []}
+                "client_bytes": client_bytes, "worker_bytes": [], "local_workers": 0}
     info = list(client.scheduler_info(n_workers=-1)["workers"].values())
     in_process = client.scheduler.address.startswith("inproc://")
     limits = cluster_memory(client)
@@ -401,7 +402,17 @@ def resources(client: Client | None = None) -> dict:
     return {"threads_per_worker": max([w["nthreads"] for w in info], default=1),
             "n_workers": max(1, len(info)), "in_process": in_process,
             "client_bytes": client_bytes,
-            "worker_bytes": [] if in_process or not all(limits) else limits}
+            "worker_bytes": [] if in_process or not all(limits) else limits,
+            "local_workers": 0 if in_process else sum(map(_on_this_machine, info))}
+
+
+def _on_this_machine(worker: dict) -> bool:
+    """Whether a worker (its ``scheduler_info`` entry) runs on this machine."""
+    from distributed.comm import get_address_host
+
+    host = get_address_host(worker.get("address", ""))
+    return host in ("127.0.0.1", "localhost", "::1") or host == socket.gethostbyname(
+        socket.gethostname())
 
 
 def cluster_memory(client: Client) -> list[int]:

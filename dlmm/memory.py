@@ -161,6 +161,14 @@ class Estimate:
     def worker_peak(self) -> int:
         return int(sum(self.worker.values()))
 
+    def together(self, local_workers: int) -> int:
+        """The peak of the client and ``local_workers`` workers on one machine, phase
+        by phase."""
+        phases = set(self.client_phases) | set(self.worker_phases)
+        return int(max((sum(self.client_phases.get(p, {}).values()) + local_workers
+                        * sum(self.worker_phases.get(p, {}).values()) for p in phases),
+                       default=0))
+
     def describe(self) -> str:
         """One line: each process's peak and its largest parts."""
         out = f"client {self.client_peak / GiB:.1f} GiB ({_parts(self.client)})"
@@ -296,7 +304,8 @@ _VARIANT_ROW = 300
 _RESULT_ROW = 200
 
 
-def check_fits(estimate: Estimate, client_bytes: int, worker_bytes: list[int]) -> None:
+def check_fits(estimate: Estimate, client_bytes: int, worker_bytes: list[int],
+               local_workers: int = 0) -> None:
     """Refuse a scan that cannot fit, in one line, before the work.
 
     Parameters
@@ -305,6 +314,8 @@ def check_fits(estimate: Estimate, client_bytes: int, worker_bytes: list[int]) -
     client_bytes : memory the client may use (e.g. the machine's available memory).
     worker_bytes : each worker's memory limit (empty for an in-process cluster,
         whose worker is the client).
+    local_workers : worker processes on the client's machine: the client and they
+        share ``client_bytes``.
 
     Raises
     ------
@@ -322,11 +333,16 @@ def check_fits(estimate: Estimate, client_bytes: int, worker_bytes: list[int]) -
     if low is not None and estimate.worker_peak > low:
         short.append(f"{estimate.worker_peak / GiB:.1f} GiB per worker "
                      f"({_parts(estimate.worker)}), and a worker has {low / GiB:.1f} GiB")
+    both = estimate.together(local_workers) if local_workers else 0
+    if not short and both > client_bytes:
+        short.append(f"{both / GiB:.1f} GiB on this machine for the client and its "
+                     f"{local_workers} worker process(es), which has "
+                     f"{client_bytes / GiB:.1f} GiB")
     if not short:
         return
     what = {"full": "a full-rank scan", "lowrank": "a low-rank scan",
             "loco": "a LOCO scan"}[estimate.path]
-    need = max(estimate.client_peak, estimate.worker_peak)
+    need = max(estimate.client_peak, estimate.worker_peak, both)
     parts = estimate.client if estimate.client_peak >= estimate.worker_peak else \
         estimate.worker
     if max(parts, key=parts.get, default="") == "tasks":  # the blocks, not the kinship

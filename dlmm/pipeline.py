@@ -115,7 +115,7 @@ def plan(genotypes, phenotypes=None, *, out: str | os.PathLike, traits=None,
     check_outputs(paths, overwrite, resume)
     roles = {"genotypes": None if isinstance(genotypes, xr.Dataset) else genotypes,
              "phenotypes": _path(phenotypes), "covariates": _path(covariates),
-             "kinship": _path(kinship), "kinship_variants": _path(options.kinship_variants)}
+             "kinship": _path(kinship), "kinship_variants": _variants_file(options)}
     prov = provenance.provenance(roles, command)
     # a file is identified by its size, time and content, wherever it is; a URL by itself
     identities = {role: {k: v for k, v in ident.items() if k != "path" or len(ident) == 1}
@@ -133,6 +133,13 @@ def plan(genotypes, phenotypes=None, *, out: str | os.PathLike, traits=None,
 
 def _path(obj):
     return obj if isinstance(obj, (str, os.PathLike)) else None
+
+
+def _variants_file(options: ScanOptions):
+    """``--kinship-variants`` when it names a file (not a count, as io.kinship_variants
+    reads it)."""
+    spec = options.kinship_variants
+    return None if spec is None or str(spec).strip().isdigit() else _path(spec)
 
 
 def plotting_installed() -> bool:
@@ -164,7 +171,8 @@ def check_memory(ds: xr.Dataset, inputs: ScanInputs, options: ScanOptions,
         threads_per_worker=where["threads_per_worker"], n_workers=where["n_workers"],
         n_contigs=int(np.unique(ds["variant_contig"].values).size),
         in_process=where["in_process"], rotation_dtype=options.rotation_dtype)
-    check_fits(est, where["client_bytes"], where["worker_bytes"])
+    check_fits(est, where["client_bytes"], where["worker_bytes"],
+               local_workers=where["local_workers"])
 
 
 def _known_fingerprint(ds: xr.Dataset, options: ScanOptions, identities: dict) -> dict:
