@@ -394,7 +394,8 @@ def resources(client: Client | None = None) -> dict:
     if client is None:
         return {"threads_per_worker": CPU_COUNT, "n_workers": 1, "in_process": True,
                 "client_bytes": client_bytes, "worker_bytes": [], "local_workers": 0}
-    info = list(client.scheduler_info(n_workers=-1)["workers"].values())
+    workers = client.scheduler_info(n_workers=-1)["workers"]  # address -> its info
+    info = list(workers.values())
     in_process = client.scheduler.address.startswith("inproc://")
     limits = cluster_memory(client)
     if in_process and limits and limits[0]:
@@ -403,16 +404,19 @@ def resources(client: Client | None = None) -> dict:
             "n_workers": max(1, len(info)), "in_process": in_process,
             "client_bytes": client_bytes,
             "worker_bytes": [] if in_process or not all(limits) else limits,
-            "local_workers": 0 if in_process else sum(map(_on_this_machine, info))}
+            "local_workers": 0 if in_process else sum(map(_on_this_machine, workers))}
 
 
-def _on_this_machine(worker: dict) -> bool:
-    """Whether a worker (its ``scheduler_info`` entry) runs on this machine."""
+def _on_this_machine(address: str) -> bool:
+    """Whether the worker at ``address`` runs on this machine."""
     from distributed.comm import get_address_host
 
-    host = get_address_host(worker.get("address", ""))
-    return host in ("127.0.0.1", "localhost", "::1") or host == socket.gethostbyname(
-        socket.gethostname())
+    try:
+        host = get_address_host(address)
+        return host in ("127.0.0.1", "localhost", "::1") or host == socket.gethostbyname(
+            socket.gethostname())
+    except (ValueError, OSError):  # an address of another kind, an unknown host name
+        return False
 
 
 def cluster_memory(client: Client) -> list[int]:

@@ -5,8 +5,9 @@ refused in one line before any genotype is read, rather than killed by the kerne
 
 The constants were measured (``benchmarks/memory_estimate.py``, ``benchmarks/eigh.py``:
 peak RSS, VmHWM, of a task or of whole runs, on simulated families) unless their
-comment says they are counted; the comments give the figures.  Bytes are counted as the process's resident memory: arrays, plus the Python
-runtime of each process (:data:`RUNTIME`).
+comment says they are counted; the comments give the figures.  Bytes are counted as the
+process's resident memory: arrays, plus the Python runtime of each process
+(:data:`RUNTIME`).
 
 A task of the scan holds, per variant and per sample, the float32 genotypes it read (4
 bytes); it filters, rotates and fits them in slabs of a fixed size.  A task of the GRM pass holds

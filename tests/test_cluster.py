@@ -21,7 +21,8 @@ import pytest
 from dask.system import CPU_COUNT
 
 from _cluster import ENV, PY, dask_cluster
-from dlmm.cluster import check_options, check_scheduler_address, client_for, cluster_memory
+from dlmm.cluster import (check_options, check_scheduler_address, client_for, cluster_memory,
+                          resources)
 from dlmm.errors import InputError
 
 LOOPBACK = {"127.0.0.1", "::1"}
@@ -117,6 +118,10 @@ def test_workers_threads_memory():
         info = c.scheduler_info(n_workers=-1)["workers"]
         assert sorted(w["nthreads"] for w in info.values()) == [1, 1]
         assert cluster_memory(c) == [2**30, 2**30]
+        # what the scan's memory check sees: two processes on this machine, beside it
+        where = resources(c)
+        assert (where["local_workers"], where["in_process"]) == (2, False)
+        assert where["worker_bytes"] == [2**30, 2**30] and where["threads_per_worker"] == 1
         pids = c.run(os.getpid)
         assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
         assert desc == "local cluster: 2 workers, 2 threads, 2.0 GiB"
@@ -130,6 +135,9 @@ def test_workers_threads_memory():
 def test_one_worker_memory_limit():
     with client_for(threads=1, memory_limit=3 * 2**30, dashboard=False) as (c, desc):
         assert cluster_memory(c) == [3 * 2**30]
+        where = resources(c)  # one process: the worker's limit is the client's too
+        assert where["in_process"] and where["local_workers"] == 0 and not where["worker_bytes"]
+        assert where["client_bytes"] <= 3 * 2**30
         assert list(c.run(os.getpid).values()) == [os.getpid()]  # in this process
         assert desc == "local cluster: 1 worker, 1 thread, 3.0 GiB"
 
