@@ -764,7 +764,7 @@ CASES = [
     C("resume", "kinship-rank", RESUME + ["--kinship-rank", "20"],
       says=("cannot resume", "--kinship-rank")),
     C("resume", "kinship-variants", RESUME + ["--kinship-variants", "20"],
-      says=("cannot resume", "kinship variants (given now)")),
+      says=("cannot resume", "kinship variants (--kinship-variants)")),
     C("resume", "rotation-dtype", RESUME + ["--rotation-dtype", "float32"],
       says=("cannot resume", "--rotation-dtype")),
     C("resume", "kinship-given", RESUME + ["--kinship", "A.txt"],
