@@ -33,6 +33,20 @@ def log_body(path) -> list[str]:
     return [line for line in open(path).read().splitlines() if not line.startswith(skip)]
 
 
+def write_lab_files(d: Path) -> Path:
+    """The course lab's text format in ``d``: X.txt (-1/0/1, samples x variants), Y.txt,
+    A.txt, for 30 family members and 20 variants (seeded)."""
+    import numpy as np
+
+    from dlmm.simulate import simulate_families
+
+    sim = simulate_families(n_families=15, n_children=2, n_variants=20, seed=7)
+    np.savetxt(d / "X.txt", (sim["dosage"] - 1).T, fmt="%d")
+    np.savetxt(d / "Y.txt", sim["phenotype"])
+    np.savetxt(d / "A.txt", sim["kinship"])
+    return d
+
+
 def need_peer(what: str, ok: bool):
     """Skip when a reference tool is absent, but fail where CI promised it."""
     if ok:

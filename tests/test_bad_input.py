@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import write_lab_files
 from dlmm import io, results
 from dlmm.demo import write_demo_plink
-from dlmm.simulate import simulate_families
 
 
 def dlmm(*args, prefix=()):
@@ -26,10 +26,7 @@ def dlmm(*args, prefix=()):
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     d = tmp_path_factory.mktemp("inputs")
-    sim = simulate_families(n_families=15, n_children=2, n_variants=20, seed=7)
-    np.savetxt(d / "X.txt", (sim["dosage"] - 1).T, fmt="%d")
-    np.savetxt(d / "Y.txt", sim["phenotype"])
-    np.savetxt(d / "A.txt", sim["kinship"])
+    write_lab_files(d)
     write_demo_plink(d / "p", seed=3, n_families=12, n_variants=40)
     return d
 

@@ -8,11 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from dlmm.simulate import simulate_families
+from conftest import write_lab_files
 
 
 def dlmm(*args, cwd=None):
@@ -45,13 +44,9 @@ def test_demo_finds_causal_variants(tmp_path):
 @pytest.fixture
 def lab(tmp_path):
     """A small text data set in the lab's format."""
-    sim = simulate_families(n_families=15, n_children=2, n_variants=20, seed=7)
     d = tmp_path / "in"
     d.mkdir()
-    np.savetxt(d / "X.txt", (sim["dosage"] - 1).T, fmt="%d")
-    np.savetxt(d / "Y.txt", sim["phenotype"])
-    np.savetxt(d / "A.txt", sim["kinship"])
-    return d
+    return write_lab_files(d)
 
 
 def test_good_text_input(lab, tmp_path):

@@ -45,9 +45,9 @@ import pandas as pd
 import pytest
 
 from _cluster import blocks_done
+from conftest import write_lab_files
 from dlmm import io, store
 from dlmm.demo import write_demo_plink
-from dlmm.simulate import simulate_families
 
 PY = sys.executable
 HAVE_PYARROW = importlib.util.find_spec("pyarrow") is not None
@@ -240,10 +240,7 @@ def base(tmp_path_factory, server):
     import dlmm
 
     d = tmp_path_factory.mktemp("hostile-base")
-    sim = simulate_families(n_families=15, n_children=2, n_variants=20, seed=7)
-    np.savetxt(d / "X.txt", (sim["dosage"] - 1).T, fmt="%d")
-    np.savetxt(d / "Y.txt", sim["phenotype"])
-    np.savetxt(d / "A.txt", sim["kinship"])
+    write_lab_files(d)
     write_demo_plink(d / "p", seed=3, n_families=12, n_variants=40)
     store.convert(io.read_plink(d / "p"), d / "g.zarr", chunk_size=20)
     fam = pd.read_csv(d / "p.fam", sep=r"\s+", header=None, dtype=str)
