@@ -284,9 +284,15 @@ def _plot(args) -> int:
 
 class _QuietInputErrors(logging.Filter):
     """A task that raised InputError (e.g. a corrupt store chunk) is reported once, as the
-    command's one-line error: drop the local worker's log of it."""
+    command's one-line error: drop the local worker's log of it. After Ctrl-C or SIGTERM,
+    drop every distributed record: the cluster's teardown complains about the keys the
+    interrupt abandoned, and the one line the command prints says all there is."""
+
+    stopping = False
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if _QuietInputErrors.stopping and record.name.startswith("distributed"):
+            return False
         msg = record.getMessage()
         return not ((msg.startswith("Compute Failed") and "Error(" in msg)
                     or msg.endswith("ended with CancelledError"))
@@ -355,8 +361,9 @@ class _Terminated(BaseException):
     """SIGTERM (a batch system's stop, ``kill``), raised to unwind as Ctrl-C does."""
 
 
-def _on_sigterm(signum, frame):
-    raise _Terminated()
+def _on_signal(signum, frame):
+    _QuietInputErrors.stopping = True
+    raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def run() -> None:
@@ -371,7 +378,8 @@ def run() -> None:
     import gc
 
     args = _parser().parse_args()
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     gc.disable()
     import distributed  # noqa: F401
 
