@@ -6,7 +6,7 @@ streamed chunk by chunk; kept in ``--dir`` for reruns), starts a local cluster
 as its own process (the client), twice:
 
 * low rank: ``--kinship-variants K`` (default 2,000 variants spread evenly):
-  the GRM factor Z (n x K), Dask's tall-and-skinny SVD, U (n x r); each
+  the GRM factor Z (n x K) and U (n x r) on disk, from the K x K Gram Z'Z; each
   variant's rotation costs O(n r);
 * full rank: the GRM of every variant (n x n, one pass), its eigendecomposition
   (O(n^3)), U (n x n); each variant's rotation costs O(n^2).

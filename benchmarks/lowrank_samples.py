@@ -10,7 +10,8 @@ peak at the largest n to that at the smallest (goal: at most 1.5).
 A block is read on all samples at once (the readers return whole rows), so its
 variants are sized by bytes: ``--block-bytes / (4 n)`` variants (float32), unless
 ``--chunk-size`` is given.  The rest of a task's memory is bounded by the
-sharding: a chunk of U1's rows (128 MiB) and the block's sums over it.
+sharding: a chunk of U1's rows (128 MiB, read from disk by the task) and the block's
+sums over it.
 
 ``--baseline DIR`` (a copy of another dlmm, e.g. ``git worktree add DIR COMMIT``
 or ``git archive COMMIT dlmm | tar -x -C DIR``) runs the same scans with that

@@ -44,8 +44,9 @@ from families import causal_variants, write_families  # noqa: E402
 GIB = 2**30
 # task keys of each phase (substrings), in order
 PHASES = [("grm", ("grm-pass-", "grm-merge-", "_grm_finish")),
-          ("factor", ("_factor_part", "svd", "tsqr", "qr")),
-          ("scan", ("_block-",))]
+          # low rank: the factor's rows to disk, its Gram, U1 to disk, the null's sums
+          ("factor", ("_factor_part", "store-map", "gram-", "from-zarr", "matmul")),
+          ("scan", ("_block-", "lowrank-sums", "lowrank-scan"))]
 
 
 def _hwm(pid) -> int:

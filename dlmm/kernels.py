@@ -32,6 +32,7 @@ __all__ = [
     "eigh_kinship",
     "NotPositiveSemiDefinite",
     "eigen_from_svd",
+    "add_lower",
     "lowrank_rest",
     "grm_genotypes",
     "rotate",
@@ -344,11 +345,11 @@ def grm_block(dosage: np.ndarray, use: np.ndarray, standardise: bool = False,
         # linear, sum_j (x_j - mu_j)(x_j - mu_j)' = X'X - a1' - 1a' + mu'mu with a = X'mu,
         # so a and mu'mu are summed too and applied once, in grm_total
         x32, a_block = _gather_f32(dosage, rows, at, mean[rows])
-        _add_lower(S, x32, threads)
+        add_lower(S, x32, threads)
         a += a_block
         acc[-2] += mean[rows] @ mean[rows]
     elif rows.size:
-        _add_lower(S, _grm_centred(dosage, rows, mean, standardise, cols), threads)
+        add_lower(S, _grm_centred(dosage, rows, mean, standardise, cols), threads)
     acc[-1] += rows.size
     return acc
 
@@ -357,7 +358,7 @@ def grm_block(dosage: np.ndarray, use: np.ndarray, standardise: bool = False,
 _SLAB_ELEMENTS = 1 << 22
 
 
-def _add_lower(S: np.ndarray, x: np.ndarray, threads: int = 1) -> None:
+def add_lower(S: np.ndarray, x: np.ndarray, threads: int = 1) -> None:
     """``S += x^T x`` on (at least) the lower triangle, by column slabs: each slab's
     product is (k - j, slab), so the flops are syrk's (half of gemm's); the slabs are
     shared among ``threads`` Python threads (BLAS releases the GIL; the slabs write

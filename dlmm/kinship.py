@@ -7,7 +7,7 @@ import xarray as xr
 
 from . import kernels
 
-__all__ = ["grm", "grm_factor", "grm_loco", "split_at_contigs"]
+__all__ = ["factor_rows", "grm", "grm_factor", "grm_loco", "split_at_contigs"]
 
 
 def dosage_blocks(ds: xr.Dataset):
@@ -203,13 +203,50 @@ def grm(ds: xr.Dataset, samples: np.ndarray | None = None, covariates: np.ndarra
     return out
 
 
-def _factor_part(block, samples, covariates, maf, max_missing, standardise):
-    """One task per block: ``[x_c (m, n_out) (0 for unused variants), used (m, 1)]``."""
+def _factor_part(block, samples, covariates, maf, max_missing, standardise, center=False):
+    """One task per block: ``[x_c (m, n_out) (0 for unused variants), used (m, 1)]``;
+    ``center``: each row's mean over the samples taken off."""
     use = _used(block, samples, covariates, maf, max_missing)
     out = np.zeros((block.shape[0], int(np.sum(samples)) + 1))
     out[use, :-1] = kernels.grm_genotypes(block, use, standardise, cols=samples)
+    if center:
+        out[:, :-1] -= out[:, :-1].mean(axis=1, keepdims=True)
     out[:, -1] = use
     return out
+
+
+def factor_rows(ds: xr.Dataset, variants: np.ndarray, samples: np.ndarray | None = None,
+                covariates: np.ndarray | None = None, *, center: bool = False,
+                standardise: bool = False, maf: float = 0.01, max_missing: float = 0.05):
+    """The kinship variants' genotype rows of the low-rank factor, unscaled.
+
+    Row i is variant i's centred (standardised) dosages on the analysed samples as
+    :func:`grm` builds them (0 for a variant failing the filters); ``Z = rows^T /
+    sqrt(q)``, q the variants used, is the factor of :func:`grm_factor`.  With
+    ``center`` each row is also centred over the analysed samples (``P Z``, whose
+    ``Z Z^T`` is the double-centred GRM).  Each chunk of rows is computed from its own
+    genotypes alone (no total over chunks), so a chunk can be written as soon as it is
+    done.
+
+    Returns
+    -------
+    idx : (q,) int, the variants' indices.
+    rows : (q, n_out) lazy float64, chunked over variants, every sample in a chunk.
+    used : (q,) lazy float64, 1 for the variants passing the filters, else 0.
+    """
+    import dask
+
+    dosage = dosage_blocks(ds)
+    variants = np.asarray(variants)
+    idx = np.flatnonzero(variants) if variants.dtype == bool else np.unique(variants)
+    n = dosage.shape[1]
+    samples = np.ones(n, dtype=bool) if samples is None else np.asarray(samples, dtype=bool)
+    n_out = int(samples.sum())
+    sub = dosage[idx]
+    s_d, w_d = (dask.delayed(v, pure=True) for v in (samples, covariates))
+    parts = sub.map_blocks(_factor_part, s_d, w_d, maf, max_missing, standardise, center,
+                           chunks=(sub.chunks[0], (n_out + 1,)), dtype=np.float64)
+    return idx, parts[:, :-1], parts[:, -1]
 
 
 def grm_factor(ds: xr.Dataset, variants: np.ndarray, samples: np.ndarray | None = None,
@@ -222,6 +259,8 @@ def grm_factor(ds: xr.Dataset, variants: np.ndarray, samples: np.ndarray | None 
     :func:`grm` builds them, on the analysed samples: so ``Z Z^T`` equals
     ``grm(ds.isel(variants=variants), samples, covariates, subset=True)`` with
     no n x n matrix.  A chosen variant failing the filters is a zero column.
+    (Z waits for every variant's filter before any of it is done: the scan's
+    low-rank path uses :func:`factor_rows` instead.)
 
     Parameters
     ----------
@@ -236,26 +275,18 @@ def grm_factor(ds: xr.Dataset, variants: np.ndarray, samples: np.ndarray | None 
     ``kinship_variant_index`` coordinate (the chosen variants' indices) and
     ``sample_id`` (when ``ds`` has it).
     """
-    import dask
     import dask.array as da
 
-    dosage = dosage_blocks(ds)
-    variants = np.asarray(variants)
-    idx = np.flatnonzero(variants) if variants.dtype == bool else np.unique(variants)
-    n = dosage.shape[1]
-    samples = np.ones(n, dtype=bool) if samples is None else np.asarray(samples, dtype=bool)
-    n_out = int(samples.sum())
-    sub = dosage[idx]
-    s_d, w_d = (dask.delayed(v, pure=True) for v in (samples, covariates))
-    parts = sub.map_blocks(_factor_part, s_d, w_d, maf, max_missing, standardise,
-                           chunks=(sub.chunks[0], (n_out + 1,)), dtype=np.float64)
-    used = parts[:, -1]
-    Z = parts[:, :-1].T / da.sqrt(da.maximum(used.sum(), 1.0))
+    idx, rows, used = factor_rows(ds, variants, samples, covariates, standardise=standardise,
+                                  maf=maf, max_missing=max_missing)
+    Z = rows.T / da.sqrt(da.maximum(used.sum(), 1.0))
     out = xr.Dataset({"grm_factor": (("samples", "kinship_variants"), Z),
                       "kinship_variant_used": ("kinship_variants", used.astype(bool))},
                      coords={"kinship_variant_index": ("kinship_variants", idx)})
     if "sample_id" in ds:
-        out = out.assign_coords(sample_id=("samples", np.asarray(ds["sample_id"].values)[samples]))
+        ids = np.asarray(ds["sample_id"].values)
+        out = out.assign_coords(sample_id=("samples", ids if samples is None else
+                                           ids[np.asarray(samples, dtype=bool)]))
     out.attrs.update(kind="standardised" if standardise else "centred")
     return out
 

@@ -127,7 +127,7 @@ class Estimate:
     """A scan's peak memory, by process and phase, broken down.
 
     ``client_phases`` and ``worker_phases`` map each phase (``"grm"``, ``"eigen"``,
-    ``"factor"``, ``"scan"``) to what the process holds then (``"kinship"``,
+    ``"factor"``, ``"gram"``, ``"scan"``) to what the process holds then (``"kinship"``,
     ``"eigenvectors"``, ``"tasks"``, ``"runtime"``, ...: bytes); ``worker_phases`` are
     per worker (empty when the worker is the client's own process).  ``client`` and
     ``worker`` are the parts at each one's peak phase.
@@ -192,7 +192,7 @@ def estimate_scan(path: str, n_samples: int, n_variants: int, *, rank: int | Non
     Parameters
     ----------
     path : ``"full"`` (the GRM pass, its eigendecomposition, U on every worker),
-        ``"lowrank"`` (``--kinship-variants``: the factor's SVD, U1 (n, r)) or
+        ``"lowrank"`` (``--kinship-variants``: the factor and U1 (n, r) on disk) or
         ``"loco"`` (one GRM and eigendecomposition per contig).
     n_samples : analysed samples (n).
     n_variants : variants scanned.
@@ -210,8 +210,8 @@ def estimate_scan(path: str, n_samples: int, n_variants: int, *, rank: int | Non
     Returns
     -------
     :class:`Estimate`: by phase, ``grm`` (the genotype pass), ``centre`` and ``eigen``
-    (the client's eigendecomposition), ``factor`` (low rank), ``scan`` and ``end``
-    (the result tables).
+    (the client's eigendecomposition), ``factor`` and ``gram`` (low rank), ``scan`` and
+    ``end`` (the result tables).
     """
     if path not in ("full", "lowrank", "loco"):
         raise ValueError(f"path must be 'full', 'lowrank' or 'loco', not {path!r}")
@@ -220,7 +220,8 @@ def estimate_scan(path: str, n_samples: int, n_variants: int, *, rank: int | Non
     chunk = chunk or auto_chunk_size(n)
     tasks = T * task_bytes(n, chunk)
     if path == "lowrank":
-        client, worker = _lowrank(n, r, int(n_kinship_variants or r), tasks, n_workers,
+        client, worker = _lowrank(n, r, int(n_kinship_variants or r), tasks, T,
+                                  chunk * int(n_kinship_variants or r) / max(1, n_variants),
                                   in_process)
     else:
         C = max(1, int(n_contigs)) if path == "loco" else 1
@@ -269,15 +270,19 @@ def _full(n, r, C, tasks, T, n_workers, in_process, rotation_dtype):
     return _merged(client, worker, in_process)
 
 
-def _lowrank(n, r, q, tasks, n_workers, in_process):
+def _lowrank(n, r, q, tasks, T, rows_per_block, in_process):
     """The low-rank path (factor of q kinship variants, U1 (n, r)): phases -> parts.  The
-    factor's SVD and U1 stay on the workers, chunked over samples (:mod:`dlmm.sharded`):
-    each holds its share; the client receives only the singular values."""
-    zq = 8.0 * n * q  # the factor Z (n, q) float64
-    share = 8.0 * n * r / max(1, n_workers)
-    worker = {"factor": {"factor and its QR": _TSQR * zq / max(1, n_workers)},
-              "scan": {"eigenvectors (share)": share, "tasks": tasks}}
-    client = {"factor": {}, "scan": {}}
+    factor and U1 are on disk, chunked over samples (:func:`dlmm.sharded.lowrank_eigen`):
+    a task holds a block's kinship rows on every sample, or a chunk of the factor or U1
+    (at most :data:`SAMPLE_CHUNK_BYTES`); a worker, one q x q Gram sum (two while two
+    are added); the client, the Gram and its eigenvectors."""
+    rows = 8.0 * n * min(q, max(1.0, rows_per_block))  # a block's kinship rows, float64
+    gram = 8.0 * q * q
+    worker = {"factor": {"tasks": tasks + T * rows},
+              "gram": {"Gram sums": 2 * gram,
+                       "factor chunk": min(SAMPLE_CHUNK_BYTES, 8.0 * n * q)},
+              "scan": {"tasks": tasks + T * min(SAMPLE_CHUNK_BYTES, 8.0 * n * r)}}
+    client = {"gram": {"Gram and its eigenvectors": 4 * gram}, "scan": {}}
     return _merged(client, worker, in_process)
 
 
@@ -295,9 +300,8 @@ def _merged(client, worker, in_process):
 #: matrices: dsyevr as kernels.eigh_kinship calls it, 1.03 n x n above the kinship
 #: measured at n = 5,000 (benchmarks/eigh.py: U and O(n)).
 _EIGH_WORKSPACE = 0.05
-#: Dask's tall-and-skinny QR/SVD of the factor: the factor, its Q and the product, in
-#: factor-sized arrays (measured at n = 20,000, 2,000 kinship variants).
-_TSQR = 3.0
+#: Bytes of the low-rank factor or U1 per chunk of samples (dlmm.sharded's, counted).
+SAMPLE_CHUNK_BYTES = 128 * MiB
 #: Client bytes per variant: the variant fields read (ids, positions, alleles: 200-300
 #: measured for a .bim of 20,000 variants) and, per trait, the result row as the tables
 #: are written (its ~15 float64 columns and their text, counted, not measured).
@@ -344,8 +348,9 @@ def check_fits(estimate: Estimate, client_bytes: int, worker_bytes: list[int],
     what = {"full": "a full-rank scan", "lowrank": "a low-rank scan",
             "loco": "a LOCO scan"}[estimate.path]
     need = max(estimate.client_peak, estimate.worker_peak, both)
-    parts = estimate.client if estimate.client_peak >= estimate.worker_peak else \
-        estimate.worker
+    # the way out follows what is short: the client's parts if it is, else the workers'
+    parts = estimate.client if estimate.client_peak > client_bytes or \
+        estimate.client_peak >= estimate.worker_peak else estimate.worker
     if max(parts, key=parts.get, default="") == "tasks":  # the blocks, not the kinship
         fix = (f"a smaller --chunk-size, fewer --threads, or at least {-(-need // GiB)} GiB "
                "per process")

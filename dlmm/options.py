@@ -78,6 +78,9 @@ class ScanOptions:
     rotation_dtype : ``"float64"`` or ``"float32"`` (full rank only).
     plot : write the HTML report.  formats : result tables, ``"tsv"`` and/or
         ``"parquet"``.  gzip : compress the TSV (``.assoc.tsv.gz``).
+    scratch : folder for the low-rank eigenvectors on disk while the scan runs (8 n r
+        bytes; the workers must reach it); None: beside the outputs (:func:`dlmm.run`),
+        else Dask's ``temporary-directory`` or the system's.
     """
 
     model: str = "additive"
@@ -97,6 +100,7 @@ class ScanOptions:
     plot: bool = True
     formats: tuple[str, ...] = ("tsv",)
     gzip: bool = False
+    scratch: str | None = None
 
     def __post_init__(self):
         _choice("model", self.model, ("additive", "genotypic"))
@@ -152,7 +156,7 @@ class ScanOptions:
         """The options that change results (for the resume fingerprint and the store's
         attrs); the kinship variants are recorded by the run as the indices used."""
         out = asdict(self)
-        for k in ("plot", "formats", "gzip", "chunk_size", "kinship_variants"):
+        for k in ("plot", "formats", "gzip", "chunk_size", "kinship_variants", "scratch"):
             out.pop(k)
         out["tests"] = ",".join(self.tests)
         return out

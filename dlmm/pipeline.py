@@ -113,6 +113,8 @@ def plan(genotypes, phenotypes=None, *, out: str | os.PathLike, traits=None,
                             options=options)
     paths = output_paths(out, inputs.traits, options)
     check_outputs(paths, overwrite, resume)
+    if options.scratch is None:  # the low-rank eigenvectors go beside the outputs
+        options = options.replace(scratch=str(paths.store.parent))
     roles = {"genotypes": None if isinstance(genotypes, xr.Dataset) else genotypes,
              "phenotypes": _path(phenotypes), "covariates": _path(covariates),
              "kinship": _path(kinship), "kinship_variants": _variants_file(options)}

@@ -177,7 +177,7 @@ def _eigens(ds, inputs: ScanInputs, mask, W, options: ScanOptions, phase):
     elif inputs.kinship_variants is not None:
         phase(f"GRM factor of {inputs.kinship_variants.size:,} kinship variants and its SVD")
         eig, used = _lowrank_eig(ds, mask, W, inputs.kinship_variants, options.kinship_rank,
-                                 center, source, **kw)
+                                 center, source, scratch=options.scratch, **kw)
         yield None, eig, used
     elif inputs.kinship is None:
         phase(f"GRM of {n:,} samples {pass_}")
@@ -221,23 +221,26 @@ def _eigh(K: np.ndarray, center: bool, rank: int | None, source: str | None):
     return s, U
 
 
-def _lowrank_eig(ds, samples, W, variants, rank, center, source, maf, max_missing):
-    """``((s, U1), used)``: U1 thin, a Dask array chunked over samples, from the GRM
-    factor of ``variants`` (:func:`dlmm.kinship.grm_factor`) by
-    :func:`dlmm.sharded.lowrank_eigen` (TSQR: QR of row blocks, then a q x q SVD)."""
-    from .kinship import grm_factor
+def _lowrank_eig(ds, samples, W, variants, rank, center, source, maf, max_missing,
+                 scratch):
+    """``((s, U1), used)``: U1 (n, r) on disk in ``scratch``, chunked over samples, from
+    the factor of ``variants`` (:func:`dlmm.kinship.factor_rows`) by
+    :func:`dlmm.sharded.lowrank_eigen` (the factor's Gram, a q x q eigenproblem)."""
+    from .kinship import factor_rows
     from .sharded import lowrank_eigen
 
-    f = grm_factor(ds, variants, samples, W, maf=maf, max_missing=max_missing)
-    Z = f["grm_factor"].data
-    if center:  # P K P = (P Z)(P Z)^T: centring the factor double-centres K
-        Z = Z - Z.mean(axis=0, keepdims=True)
-    s, U1, used = lowrank_eigen(Z, rank=rank, also=f["kinship_variant_used"].data.sum())
-    if used == 0:
-        raise InputError(source, f"none of the {Z.shape[1]} kinship variants passes the "
+    # P K P = (P Z)(P Z)^T: centring the factor's rows double-centres K
+    _, rows, used = factor_rows(ds, variants, samples, W, center=center, maf=maf,
+                                max_missing=max_missing)
+    if not rows.shape[0]:
+        raise InputError(source, "no kinship variant", "choose variants for "
+                         "--kinship-variants")
+    s, U1, n_used = lowrank_eigen(rows, used, scratch=scratch, rank=rank)
+    if n_used == 0:
+        raise InputError(source, f"none of the {rows.shape[0]} kinship variants passes the "
                          "filters (maf, max_missing) on the analysed samples",
                          "choose other or more variants for --kinship-variants")
-    return (s, U1), int(used)
+    return (s, U1), int(n_used)
 
 
 # --------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """The low-rank mode sharded over samples: the Dask layer.
 
-U1 (n, r), the kinship's eigenvectors, stays a Dask array chunked over
-samples, persisted on the workers (never gathered to the client; a worker
-holds the chunks it was given, or spills them under its memory limit).  Each
+U1 (n, r), the kinship's eigenvectors, is chunked over samples and never
+gathered to the client: from the factor of kinship variants it is computed out
+of core into a Zarr array on disk (:func:`lowrank_eigen`), each task reading
+the rows it needs; from a given kinship (``--kinship-rank``) it is a Dask array
+scattered to the workers.  Each
 block of variants is read as pieces of samples matching U1's chunks; one task
 per (block, chunk of samples) sums what the likelihood needs
 (:func:`dlmm.lowrank.chunk_sums`: ``U1_c'x``, the block's Grams with the
@@ -22,31 +24,28 @@ import functools
 
 import numpy as np
 
-from . import kernels, lowrank, sums
+from . import kernels, lowrank, memory, sums
 from .nullmodel import NullModel, fit_null_rotated, null_figures
 
-__all__ = ["lowrank_eigen", "lowrank_nulls", "lowrank_scan_blocks", "rows_to_workers",
+__all__ = ["DiskRows", "lowrank_eigen", "lowrank_nulls", "lowrank_scan_blocks", "rows_to_workers",
            "sample_chunks"]
 
-#: Bytes of U1 per chunk of samples (and so per task, with the block's piece), and of
-#: the factor Z per block of its tall-and-skinny QR (which needs at least 2q rows).
-SAMPLE_CHUNK_BYTES = 128 * 2**20
+#: Bytes of U1 (or the factor) per chunk of samples, and so per task with the block's
+#: piece.
+SAMPLE_CHUNK_BYTES = memory.SAMPLE_CHUNK_BYTES
 #: Chunk sums added per task of the reduction over chunks of samples: pairs, so a task
 #: holds three sums at most (a chunk's sums are about the size of its U1 rows).
 SPLIT_EVERY = 2
 
 
-def _even(n: int, k: int) -> tuple[int, ...]:
-    """``n`` split into ``k`` parts differing by at most one, larger first."""
-    q, extra = divmod(n, k)
-    return (q + 1,) * extra + (q,) * (k - extra)
-
-
 def sample_chunks(n: int, r: int, sample_chunk: int | None = None) -> tuple[int, ...]:
-    """Rows of U1 (n, r) per chunk: at most ``sample_chunk`` (default: as many as fit
-    in :data:`SAMPLE_CHUNK_BYTES` of float64), evened out."""
-    size = sample_chunk or max(1, SAMPLE_CHUNK_BYTES // (8 * max(r, 1)))
-    return _even(n, max(1, -(-n // int(size))))
+    """Rows of U1 (n, r) per chunk: ``sample_chunk`` (default: as many as fit in
+    :data:`SAMPLE_CHUNK_BYTES` of float64, evened out over the chunks), the last one
+    what is left (a regular grid, as a Zarr array's chunks)."""
+    size = int(sample_chunk or max(1, SAMPLE_CHUNK_BYTES // (8 * max(r, 1))))
+    k = max(1, -(-n // size))
+    size = size if sample_chunk else -(-n // k)
+    return (size,) * (n // size) + ((n % size,) if n % size else ())
 
 
 def _client():
@@ -84,48 +83,160 @@ def rows_to_workers(A: np.ndarray, chunks: tuple[int, ...]):
                     chunks=(tuple(chunks), (A.shape[1],)), dtype=A.dtype)
 
 
-def lowrank_eigen(Z, *, rank: int | None = None, tol: float | None = None,
-                  sample_chunk: int | None = None, also=None):
-    """Eigenpairs of ``K = Z Z^T`` from a lazy factor, without gathering U1.
+class DiskRows:
+    """An (n, r) float64 array on disk, chunked over rows (samples): a Zarr array in a
+    scratch folder of its own, removed with this object (or at exit).
 
-    Dask's tall-and-skinny SVD of Z (TSQR: a QR per block of rows, then the
-    SVD of the stacked R factors), persisted; only the singular values come to
-    the client.  The blocks are ``sample_chunk`` rows or :data:`SAMPLE_CHUNK_BYTES`,
-    but at least 2q: then dask's TSQR stacks the R factors (q x q each) in groups
-    no taller than a block, so no task holds more than about two blocks.
+    Tasks read their rows themselves (:meth:`piece`): no worker keeps any of it in
+    memory between tasks, so a worker's memory does not grow with n.  Pickled (to a
+    worker), it is a reader of the same array that owns nothing.
+    """
+
+    def __init__(self, path: str, chunks: tuple[int, ...], r: int, owner=None):
+        self.path, self._owner = str(path), owner
+        self.chunks = (tuple(chunks), (int(r),))
+        self.shape, self.dtype = (int(sum(chunks)), int(r)), np.dtype(np.float64)
+        self.nbytes = 8 * self.shape[0] * self.shape[1]
+        self._ends = np.cumsum((0,) + tuple(chunks))
+
+    def __reduce__(self):
+        return DiskRows, (self.path, self.chunks[0], self.shape[1])
+
+    def __dask_tokenize__(self):
+        return ("dlmm-disk-rows", self.path, self.chunks)
+
+    def read(self, j: int) -> np.ndarray:
+        """Rows of chunk ``j``."""
+        import zarr
+
+        return zarr.open_array(self.path, mode="r")[self._ends[j]:self._ends[j + 1]]
+
+    def piece(self, j: int):
+        """A task (tuple) reading chunk ``j`` inside the task that uses it."""
+        return (_read_rows, self, j)
+
+    def to_dask(self):
+        """The array as a Dask array (one read task per chunk)."""
+        import dask.array as da
+
+        return da.from_zarr(self.path, chunks=self.chunks)
+
+
+def _read_rows(rows: DiskRows, j: int) -> np.ndarray:
+    return rows.read(j)
+
+
+def _scratch(folder) -> "tempfile.TemporaryDirectory":
+    import tempfile
+
+    from .errors import InputError
+
+    try:
+        return tempfile.TemporaryDirectory(prefix=".dlmm-factor-", dir=folder)
+    except OSError as e:
+        raise InputError(str(folder), f"cannot write the low-rank factor here ({e.strerror})",
+                         "give a writable folder the workers can reach (scratch=)") from None
+
+
+def _zarr(path, shape, chunks):
+    import zarr
+
+    return zarr.create_array(str(path), shape=shape, chunks=chunks, dtype="float64",
+                             compressors=None, fill_value=0.0, zarr_format=3)
+
+
+def lowrank_eigen(rows, used, *, scratch=None, rank: int | None = None,
+                  tol: float | None = None, sample_chunk: int | None = None):
+    """Eigenpairs of the low-rank kinship ``K = Z Z^T`` (``Z = rows^T / sqrt(q)``, q the
+    variants used), out of core: no task holds more than a chunk of samples.
+
+    Three passes over chunks of samples: the factor is written to a Zarr array on disk
+    (and ``used`` summed from the same genotype reads); its Gram ``G = Z^T Z`` (q, q)
+    is summed into one matrix per worker (:func:`_gram`) and eigendecomposed on the
+    client (K's non-zero eigenvalues are G's); then ``U1 = Z V diag(s)^-1/2`` is written
+    chunk by chunk, and the factor deleted.
 
     Parameters
     ----------
-    Z : (n, q) Dask array (e.g. :func:`dlmm.kinship.grm_factor`, centred).
+    rows : (q, n) lazy float64, the kinship variants' genotype rows
+        (:func:`dlmm.kinship.factor_rows`), chunked over variants.
+    used : (q,) lazy, 1 for the variants used (their count scales Z).
+    scratch : folder for the arrays on disk (workers must reach it); default Dask's
+        ``temporary-directory``, else the system's.
     rank, tol : as in :func:`dlmm.kernels.eigen_from_svd`.
     sample_chunk : rows of U1 per chunk (default :func:`sample_chunks`).
-    also : a lazy value of the same graph as Z (e.g. how many variants the factor
-        has), computed in the same pass over the genotypes.
 
     Returns
     -------
     s : (r,) numpy, the non-zero eigenvalues, descending.
-    U1 : (n, r) Dask array chunked over samples, persisted (on the workers with a
-        ``distributed`` client).
-    value : ``also`` computed, when given.
+    U1 : :class:`DiskRows` (n, r), chunked over samples (None if no variant is used).
+    q : the variants used.
     """
+    import shutil
+
+    import dask
+    import dask.array as da
+
+    q, n = rows.shape
+    chunks = sample_chunks(n, q, sample_chunk)
+    tmp = _scratch(scratch or dask.config.get("temporary-directory", None) or None)
+    rows = rows.rechunk({0: max(rows.chunks[0])})
+    z = _zarr(f"{tmp.name}/factor", (n, q), (chunks[0], rows.chunks[0][0]))
+    _, q_used = dask.compute(da.store(rows.T, z, lock=False, compute=False), used.sum())
+    q_used = int(round(float(q_used)))
+    if not q_used:
+        return np.zeros(0), None, 0
+    Z = DiskRows(f"{tmp.name}/factor", chunks, q)
+    lam, V = np.linalg.eigh(_gram(Z) / q_used)
+    lam, V = lam[::-1], V[:, ::-1]
+    s, r = kernels.eigen_from_svd(np.sqrt(np.clip(lam, 0.0, None)), tol=tol, rank=rank)
+    M = V[:, :r] / np.sqrt(q_used * s)  # U1 = rows^T M
+    u1 = _zarr(f"{tmp.name}/U1", (n, r), (chunks[0], max(r, 1)))
+    da.store(Z.to_dask() @ da.from_array(M, chunks=M.shape), u1, lock=False)
+    shutil.rmtree(Z.path)
+    return s, DiskRows(f"{tmp.name}/U1", chunks, r, owner=tmp), q_used
+
+
+def _gram_fold(acc, Z: DiskRows, j: int) -> np.ndarray:
+    """``acc + Z_j^T Z_j`` (lower triangle, in place), Z_j chunk j's rows, on every
+    thread of the worker (one BLAS thread each)."""
+    from .blas import single_threaded
+    from .kinship import _task_threads
+
+    x = Z.read(j)
+    acc = np.zeros((x.shape[1], x.shape[1])) if acc is None else acc
+    with single_threaded():
+        kernels.add_lower(acc, x, _task_threads())
+    return acc
+
+
+def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a += b
+    return a
+
+
+def _gram(Z: DiskRows) -> np.ndarray:
+    """``Z^T Z`` (q, q) of a factor on disk: one sum per worker, each a chain of tasks
+    adding a chunk of samples in place (as the GRM pass does), then added pairwise."""
     import dask
 
-    n, q = Z.shape
-    rows = max(2 * q, sample_chunks(n, q, sample_chunk)[0], 1)
-    u, sv, _ = dask.array.linalg.svd(Z.rechunk({0: _even(n, max(1, n // rows)), 1: -1}))
-    # Z is not kept: its blocks go once their QR is done.  Unoptimised, as a scan
-    # submits the same genotype reads later (a read fused here and not there would be
-    # one key with two specs, which the scheduler warns about)
-    u, sv, *extra = dask.persist(u, sv, *(() if also is None else (also,)),
-                                 optimize_graph=False)
-    s, r = kernels.eigen_from_svd(sv.compute(), tol=tol, rank=rank)
-    U1 = u[:, :r]
-    chunks = sample_chunks(n, r, sample_chunk)
-    if chunks != U1.chunks[0]:
-        U1 = U1.rechunk({0: chunks})
-    out = (s, U1.persist())
-    return out if also is None else out + (extra[0].compute(),)
+    from .kinship import _n_workers
+
+    k = len(Z.chunks[0])
+    bounds = np.linspace(0, k, min(_n_workers(), k) + 1).astype(int)
+    token = dask.base.tokenize(Z.path, Z.chunks)
+    chains = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        acc = None
+        for j in range(lo, hi):
+            acc = dask.delayed(_gram_fold)(acc, Z, j, dask_key_name=(f"gram-{token}", j))
+        chains.append(acc)
+    while len(chains) > 1:  # pairwise: two sums in memory per addition
+        chains = [dask.delayed(_add)(*chains[j:j + 2], dask_key_name=(
+            f"gram-add-{token}", len(chains), j)) if j + 1 < len(chains) else chains[j]
+            for j in range(0, len(chains), 2)]
+    S = chains[0].compute()
+    return np.tril(S) + np.tril(S, -1).T
 
 
 def lowrank_nulls(s: np.ndarray, U1, W: np.ndarray, Y: np.ndarray, *, solver: str = "exact",
@@ -134,17 +245,19 @@ def lowrank_nulls(s: np.ndarray, U1, W: np.ndarray, Y: np.ndarray, *, solver: st
 
     Parameters
     ----------
-    s : (r,) eigenvalues; U1 : (n, r) Dask array chunked over samples.
+    s : (r,) eigenvalues; U1 : (n, r) :class:`DiskRows` or Dask array, chunked over
+        samples.
     W : (n, c) covariates; Y : (n, t) traits, on the analysed samples (numpy).
     solver, em_tol, em_max_iter : ``"em"`` also fits the classic EM null.
 
     Returns
     -------
-    One :class:`NullModel` per trait, with ``U`` the Dask array U1.
+    One :class:`NullModel` per trait, with ``U`` U1.
     """
     n, c = W.shape
     F = np.column_stack([W, Y]).astype(np.float64)
-    Fr = (U1.T @ rows_to_workers(F, U1.chunks[0])).compute()
+    U = U1.to_dask() if isinstance(U1, DiskRows) else U1
+    Fr = (U.T @ rows_to_workers(F, U1.chunks[0])).compute()
     FF = F.T @ F
     nulls = []
     for j in range(Y.shape[1]):
@@ -182,7 +295,8 @@ def lowrank_scan_blocks(dosage, samples: np.ndarray, s: np.ndarray, U1, W: np.nd
     dosage : (variants, N) Dask array on all samples (e.g.
         :func:`dlmm.kinship.dosage_blocks`); its variant chunks are the blocks.
     samples : (N,) bool, the analysed samples (n).
-    s, U1 : eigenvalues (r,) and the (n, r) Dask array chunked over samples.
+    s, U1 : eigenvalues (r,) and U1 (n, r), :class:`DiskRows` or a Dask array, chunked
+        over samples.
     W : (n, c) covariates; Y : (n, t) traits; nulls : their null models
         (:func:`lowrank_nulls`).
     model, solver, em_start, tests, maf, max_missing, em_tol, em_max_iter : as in
@@ -203,7 +317,11 @@ def lowrank_scan_blocks(dosage, samples: np.ndarray, s: np.ndarray, U1, W: np.nd
     n, c, t = int(samples.sum()), W.shape[1], Y.shape[1]
     if sample_chunk is not None:
         chunks = sample_chunks(n, U1.shape[1], sample_chunk)
-        U1 = U1 if chunks == U1.chunks[0] else U1.rechunk({0: chunks})
+        if chunks != U1.chunks[0]:
+            U1 = (U1.to_dask() if isinstance(U1, DiskRows) else U1).rechunk({0: chunks})
+    # U1 on disk: each task reads its rows (none stays on a worker); else U1's chunk keys
+    u_piece, u_deps = ((U1.piece, []) if isinstance(U1, DiskRows) else
+                       (lambda j: (U1.name, j, 0), [U1]))
     # the store's columns of each chunk of analysed samples (the unanalysed ones ride along)
     pos = np.flatnonzero(samples)
     first = np.cumsum((0,) + U1.chunks[0])[1:-1]
@@ -216,7 +334,8 @@ def lowrank_scan_blocks(dosage, samples: np.ndarray, s: np.ndarray, U1, W: np.nd
         Fr=np.column_stack([nulls[0].Wr] + [x.yr for x in nulls]),
         **null_figures(nulls, solver, em_start)), pure=True)
     cols = kernels.result_columns(model, kernels._check_tests(tests))
-    token = tokenize(dos.name, U1.name, Fd.name, shared.key, model, solver, tests, maf,
+    u_name = U1.path if isinstance(U1, DiskRows) else U1.name
+    token = tokenize(dos.name, u_name, Fd.name, shared.key, model, solver, tests, maf,
                      max_missing, em_tol, em_max_iter)
     part_name, add_name, name = (f"lowrank-{k}-{token}" for k in ("sums", "add", "scan"))
     part = functools.partial(_chunk_task, model=model)
@@ -228,7 +347,7 @@ def lowrank_scan_blocks(dosage, samples: np.ndarray, s: np.ndarray, U1, W: np.nd
         for j in range(dos.numblocks[1]):
             keys.append((part_name, b, j))
             dsk[keys[-1]] = (part, (dos.name, b, j), samples[cuts[j]:cuts[j + 1]],
-                             (U1.name, j, 0), (Fd.name, j, 0))
+                             u_piece(j), (Fd.name, j, 0))
         level = 0
         while len(keys) > 1:  # a tree: each task adds SPLIT_EVERY sums
             groups = [keys[i:i + SPLIT_EVERY] for i in range(0, len(keys), SPLIT_EVERY)]
@@ -239,5 +358,5 @@ def lowrank_scan_blocks(dosage, samples: np.ndarray, s: np.ndarray, U1, W: np.nd
                     dsk[keys[-1]] = (sums.combine, g)
             level += 1
         dsk[(name, b, 0, 0)] = (block, keys[0], shared.key)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[dos, U1, Fd, shared])
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[dos, Fd, shared, *u_deps])
     return da.Array(graph, name, chunks=(dos.chunks[0], (t,), (len(cols),)), dtype=np.float64)

@@ -53,6 +53,7 @@ def test_kinship_variants_match_gemma_and_the_full_rank_path(mouse, mouse_lmm4, 
     common = [mouse["prefix"], "--covar", mouse_lmm4["covar"], "--test", "all"]
     r = _dlmm(*common, "--kinship-variants", tmp_path / "kv.txt", "--out", low)
     _dlmm(*common, "--kinship", K, "--out", full)
+    assert not list(tmp_path.glob(".dlmm-factor-*"))  # U1 on disk beside them, removed
 
     # the kinship is the GRM of the variants that pass the filters, as GEMMA's
     n_used = int(gemma_log(tmp_path / "output/sub.log.txt")["number of analyzed SNPs/var"])
