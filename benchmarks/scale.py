@@ -45,7 +45,7 @@ GIB = 2**30
 # task keys of each phase (substrings), in order
 PHASES = [("grm", ("grm-pass-", "grm-merge-", "_grm_finish")),
           # low rank: the factor's rows to disk, its Gram, U1 to disk, the null's sums
-          ("factor", ("_factor_part", "store-map", "gram-", "from-zarr", "matmul")),
+          ("factor", ("factor-rows-", "store-map", "gram-", "from-zarr", "matmul")),
           ("scan", ("_block-", "lowrank-sums", "lowrank-scan"))]
 
 

@@ -203,9 +203,12 @@ def grm(ds: xr.Dataset, samples: np.ndarray | None = None, covariates: np.ndarra
     return out
 
 
-def _factor_part(block, samples, covariates, maf, max_missing, standardise, center=False):
-    """One task per block: ``[x_c (m, n_out) (0 for unused variants), used (m, 1)]``;
-    ``center``: each row's mean over the samples taken off."""
+def _factor_part(source, i, rows, samples, covariates, maf, max_missing, standardise,
+                 center=False):
+    """One task per block ``i`` of ``source`` (read here): ``[x_c (m, n_out) (0 for
+    unused variants), used (m, 1)]`` of its variants ``rows``; ``center``: each row's
+    mean over the samples taken off."""
+    block = source.block(i)[rows]
     use = _used(block, samples, covariates, maf, max_missing)
     out = np.zeros((block.shape[0], int(np.sum(samples)) + 1))
     out[use, :-1] = kernels.grm_genotypes(block, use, standardise, cols=samples)
@@ -235,6 +238,7 @@ def factor_rows(ds: xr.Dataset, variants: np.ndarray, samples: np.ndarray | None
     used : (q,) lazy float64, 1 for the variants passing the filters, else 0.
     """
     import dask
+    import dask.array as da
 
     dosage = dosage_blocks(ds)
     variants = np.asarray(variants)
@@ -242,10 +246,20 @@ def factor_rows(ds: xr.Dataset, variants: np.ndarray, samples: np.ndarray | None
     n = dosage.shape[1]
     samples = np.ones(n, dtype=bool) if samples is None else np.asarray(samples, dtype=bool)
     n_out = int(samples.sum())
-    sub = dosage[idx]
-    s_d, w_d = (dask.delayed(v, pure=True) for v in (samples, covariates))
-    parts = sub.map_blocks(_factor_part, s_d, w_d, maf, max_missing, standardise, center,
-                           chunks=(sub.chunks[0], (n_out + 1,)), dtype=np.float64)
+    # a task per block holding kinship variants, reading its block itself (no read task
+    # runs ahead of it and holds genotypes in memory, as in the GRM pass)
+    block = np.searchsorted(np.cumsum(dosage.chunks[0]), idx, side="right")
+    first = np.concatenate([[0], np.cumsum(dosage.chunks[0])])
+    source, s_d, w_d = (dask.delayed(v, pure=True) for v in
+                        (_Blocks(dosage), samples, covariates))
+    token = dask.base.tokenize(dosage.name, idx, samples, covariates, maf, max_missing,
+                               standardise, center)
+    parts = [da.from_delayed(dask.delayed(_factor_part)(
+        source, b, idx[block == b] - first[b], s_d, w_d, maf, max_missing, standardise,
+        center, dask_key_name=(f"factor-rows-{token}", int(b))),
+        shape=(int((block == b).sum()), n_out + 1), dtype=np.float64)
+        for b in np.unique(block)]
+    parts = da.concatenate(parts) if parts else da.zeros((0, n_out + 1))
     return idx, parts[:, :-1], parts[:, -1]
 
 
