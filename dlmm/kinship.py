@@ -44,6 +44,30 @@ class _Blocks:
         return ("dlmm-blocks", self.dosage.name)
 
 
+def _block_source(dosage):
+    """``(source, ref)``: what a pass's task is given to read block i, ``source`` (a
+    Delayed :class:`_Blocks`, or None) and ``ref(i)``; :func:`_read` reads it.
+
+    A task reads its own block (``ref(i) = i``).  An array persisted on a cluster holds
+    futures, which a task cannot compute: its blocks are then the tasks' dependencies
+    (``ref(i)`` the block, no source), already in memory, so nothing runs ahead.
+    """
+    import dask
+
+    try:
+        from distributed import Future
+    except ImportError:
+        Future = ()
+    if any(isinstance(v, Future) for v in dict(dosage.__dask_graph__()).values()):
+        return None, lambda i: dosage.blocks[i]
+    return dask.delayed(_Blocks(dosage), pure=True), lambda i: i
+
+
+def _read(source, ref) -> np.ndarray:
+    """Block ``ref`` of :func:`_block_source`."""
+    return np.asarray(ref) if source is None else source.block(ref)
+
+
 def _task_threads() -> int:
     """The threads of the Dask worker running the calling task (the scheduler's pool
     size without one)."""
@@ -69,7 +93,7 @@ def _n_workers() -> int:
 
 
 def _fold(sums, source, i, group, samples, covariates, maf, max_missing, standardise, subset):
-    """Add block ``i`` into ``sums[group]`` (a GRM sum, :func:`dlmm.kernels.grm_block`)
+    """Add block ``i`` (:func:`_read`) into ``sums[group]`` (a GRM sum, :func:`dlmm.kernels.grm_block`)
     and return ``sums``: the previous block's result (or None for a new dict), changed
     in place. Safe because each sum has one user, the next task of its chain (a failed
     task fails the computation; Dask reruns a task on the same input only with retries).
@@ -81,7 +105,7 @@ def _fold(sums, source, i, group, samples, covariates, maf, max_missing, standar
     """
     from .blas import single_threaded
 
-    block = source.block(i)
+    block = _read(source, i)
     use = _used(block, samples, covariates, maf, max_missing)
     sums = {} if sums is None else sums
     k = int(samples.sum()) if subset else block.shape[1]
@@ -134,15 +158,15 @@ def _grm_sums(ds, samples, covariates, maf, max_missing, standardise, subset,
     nb = dosage.numblocks[0]
     token = dask.base.tokenize(dosage.name, samples, covariates, maf, max_missing,
                                standardise, subset)
-    source, samples_d, covariates_d = (dask.delayed(v, pure=True) for v in
-                                       (_Blocks(dosage), samples, covariates))
+    source, ref = _block_source(dosage)
+    samples_d, covariates_d = (dask.delayed(v, pure=True) for v in (samples, covariates))
     bounds = np.linspace(0, nb, min(_n_workers(), max(nb, 1)) + 1).astype(int)
     chains = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         sums = None
         for i in range(lo, hi):
-            sums = dask.delayed(_fold)(sums, source, i, int(group[i]), samples_d, covariates_d,
-                                       maf, max_missing, standardise, subset,
+            sums = dask.delayed(_fold)(sums, source, ref(i), int(group[i]), samples_d,
+                                       covariates_d, maf, max_missing, standardise, subset,
                                        dask_key_name=(f"grm-pass-{token}", i))
         chains.append(sums)
     while len(chains) > 1:  # pairwise: two sums in memory per addition
@@ -205,10 +229,10 @@ def grm(ds: xr.Dataset, samples: np.ndarray | None = None, covariates: np.ndarra
 
 def _factor_part(source, i, rows, samples, covariates, maf, max_missing, standardise,
                  center=False):
-    """One task per block ``i`` of ``source`` (read here): ``[x_c (m, n_out) (0 for
+    """One task per block ``i`` (:func:`_read`): ``[x_c (m, n_out) (0 for
     unused variants), used (m, 1)]`` of its variants ``rows``; ``center``: each row's
     mean over the samples taken off."""
-    block = source.block(i)[rows]
+    block = _read(source, i)[rows]
     use = _used(block, samples, covariates, maf, max_missing)
     out = np.zeros((block.shape[0], int(np.sum(samples)) + 1))
     out[use, :-1] = kernels.grm_genotypes(block, use, standardise, cols=samples)
@@ -250,12 +274,12 @@ def factor_rows(ds: xr.Dataset, variants: np.ndarray, samples: np.ndarray | None
     # runs ahead of it and holds genotypes in memory, as in the GRM pass)
     block = np.searchsorted(np.cumsum(dosage.chunks[0]), idx, side="right")
     first = np.concatenate([[0], np.cumsum(dosage.chunks[0])])
-    source, s_d, w_d = (dask.delayed(v, pure=True) for v in
-                        (_Blocks(dosage), samples, covariates))
+    source, ref = _block_source(dosage)
+    s_d, w_d = (dask.delayed(v, pure=True) for v in (samples, covariates))
     token = dask.base.tokenize(dosage.name, idx, samples, covariates, maf, max_missing,
                                standardise, center)
     parts = [da.from_delayed(dask.delayed(_factor_part)(
-        source, b, idx[block == b] - first[b], s_d, w_d, maf, max_missing, standardise,
+        source, ref(b), idx[block == b] - first[b], s_d, w_d, maf, max_missing, standardise,
         center, dask_key_name=(f"factor-rows-{token}", int(b))),
         shape=(int((block == b).sum()), n_out + 1), dtype=np.float64)
         for b in np.unique(block)]
