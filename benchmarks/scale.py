@@ -7,7 +7,8 @@ ones), written once per size as PLINK files into ``--cache``.
 
 dlmm: ``dlmm scan PREFIX --no-plot --scheduler ADDRESS`` (default chunking) as its own
 process (the client), on a local cluster of ``--workers`` worker processes x
-``--threads`` threads started by this script: full rank at ``--full`` sizes, low rank
+``--threads`` threads started by this script: full rank at ``--full`` sizes (and with
+``--rotation-dtype float32`` too, ``--full-float32``), low rank
 (``--kinship-variants 2000``) at ``--lowrank`` sizes. Per run: the wall time by phase,
 from the scheduler's task stream (start-up; the GRM pass or the low-rank factor; the
 eigendecomposition and null fit on the client, up to the first scan task; the scan;
@@ -23,6 +24,7 @@ added) and lambda_GC beside BOLT's, and against GEMMA the max |d(-log10 p)|.
 
     python benchmarks/scale.py [--full 10000 20000] [--lowrank 20000 50000 100000 200000]
         [--bolt 10000 50000] [--gemma 10000] [--variants 20000] [--cache DIR]
+        [--full-float32]
 """
 
 from __future__ import annotations
@@ -160,9 +162,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="threads per worker (and BOLT's)")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/dlmm-scale-cache"))
+    ap.add_argument("--full-float32", action="store_true",
+                    help="also the full-rank runs with --rotation-dtype float32")
     a = ap.parse_args()
     a.cache.mkdir(parents=True, exist_ok=True)
     runs = [("full rank", n, []) for n in a.full] + \
+           [("full rank float32", n, ["--rotation-dtype", "float32"])
+            for n in (a.full if a.full_float32 else [])] + \
            [(f"low rank {a.kinship_variants}", n, ["--kinship-variants", str(a.kinship_variants)])
             for n in a.lowrank]
     sizes = sorted({n for _, n, _ in runs} | set(a.bolt) | set(a.gemma))
@@ -189,8 +195,8 @@ def main() -> None:
         for name, m, extra in runs:
             if m != n:
                 continue
-            r = run_dlmm(prefix, a.cache / f"dlmm_{name.split()[0]}_{n}", extra, a.workers,
-                         a.threads)
+            r = run_dlmm(prefix, a.cache / f"dlmm_{name.replace(' ', '_')}_{n}", extra,
+                         a.workers, a.threads)
             lam = _null_lambda(r["assoc"], "p_lrt", causal)
             mem = r["client"] + sum(r["workers"])
             print(f"n = {n:>7} dlmm {name}: {r['wall']:7.1f} s ("
@@ -203,7 +209,7 @@ def main() -> None:
                 print(f"{'':>10} vs BOLT-LMM: time BOLT / dlmm {b['wall'] / r['wall']:.2f}, peak "
                       f"memory BOLT / dlmm {b['peak'] / mem:.3f}; lambda_GC dlmm {lam:.3f}, "
                       f"BOLT {b['lambda']:.3f}", flush=True)
-            if ("gemma", n) in peers and name == "full rank":
+            if ("gemma", n) in peers and name.startswith("full rank"):
                 g = peers["gemma", n]
                 both = r["assoc"].merge(g["assoc"], on="rs", suffixes=("", "_g"))
                 d = np.abs(np.log10(both["p_lrt"]) - np.log10(both["p_lrt_g"]))
