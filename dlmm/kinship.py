@@ -93,8 +93,8 @@ def _n_workers() -> int:
 
 
 def _fold(sums, source, i, group, samples, covariates, maf, max_missing, standardise, subset):
-    """Add block ``i`` (:func:`_read`) into ``sums[group]`` (a GRM sum, :func:`dlmm.kernels.grm_block`)
-    and return ``sums``: the previous block's result (or None for a new dict), changed
+    """Add block ``i`` (:func:`_read`) into ``sums[group]`` (a GRM sum,
+    :func:`dlmm.kernels.grm_block`) and return ``sums``: the previous block's result (or None for a new dict), changed
     in place. Safe because each sum has one user, the next task of its chain (a failed
     task fails the computation; Dask reruns a task on the same input only with retries).
 
@@ -130,17 +130,13 @@ def _merge(a, b):
 
 def _grm_sums(ds, samples, covariates, maf, max_missing, standardise, subset,
               split_contigs=False):
-    """The genotype pass: one sum per worker, not one per block.
+    """The genotype pass: one sum per worker, not one per block (:func:`sum_per_worker`).
 
-    The blocks are split into one run of consecutive blocks per worker of the
-    current client (one without); each run is a chain of tasks, each adding its
-    block into the sum the previous one returns (in place), on every thread of its
-    worker.  A task reads its own block (:class:`_Blocks`): a separate read task would
-    run ahead on the worker's idle threads and hold the genotypes in memory.  Dask
-    runs a chain's next task where its sum is.  The runs' sums are then added
-    pairwise.  Memory per worker: one k x k sum (k = n_out), one block, and while two
-    workers' sums are added, two sums.  Whole chains are recomputed if a worker is
-    lost.
+    Each task adds its block into its chain's sum, on every thread of its worker.  A
+    task reads its own block (:class:`_Blocks`): a separate read task would run ahead on
+    the worker's idle threads and hold the genotypes in memory.  Memory per worker: one
+    k x k sum (k = n_out), one block, and while two workers' sums are added, two sums.
+    Whole chains are recomputed if a worker is lost.
 
     Returns ``(total, n_out, n_groups)``: a Delayed dict group -> GRM sum (group 0,
     or each block's contig index with ``split_contigs``), n_out (all samples, or
@@ -160,21 +156,39 @@ def _grm_sums(ds, samples, covariates, maf, max_missing, standardise, subset,
                                standardise, subset)
     source, ref = _block_source(dosage)
     samples_d, covariates_d = (dask.delayed(v, pure=True) for v in (samples, covariates))
-    bounds = np.linspace(0, nb, min(_n_workers(), max(nb, 1)) + 1).astype(int)
+    total = sum_per_worker(nb, lambda sums, i: dask.delayed(_fold)(
+        sums, source, ref(i), int(group[i]), samples_d, covariates_d, maf, max_missing,
+        standardise, subset, dask_key_name=(f"grm-pass-{token}", i)),
+        _merge, f"grm-merge-{token}")
+    return (total if total is not None else dask.delayed({})), n_out, \
+        int(group.max(initial=-1)) + 1
+
+
+def sum_per_worker(n: int, fold, merge, merge_name: str):
+    """One sum per worker of the current client (one without), not one per item.
+
+    Items 0..n-1 are split into one run of consecutive items per worker; each run is a
+    chain of tasks, ``fold(acc, i)`` making the Delayed task that adds item i into the
+    sum the previous one returns (None first), in place.  Dask runs a chain's next task
+    where its sum is.  The runs' sums are then added pairwise by ``merge(a, b)`` (in
+    place in ``a``; keys ``(merge_name, ...)``), so a worker holds two sums at most.
+
+    Returns the Delayed total (None for no item).
+    """
+    import dask
+
+    bounds = np.linspace(0, n, min(_n_workers(), max(n, 1)) + 1).astype(int)
     chains = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        sums = None
+        acc = None
         for i in range(lo, hi):
-            sums = dask.delayed(_fold)(sums, source, ref(i), int(group[i]), samples_d,
-                                       covariates_d, maf, max_missing, standardise, subset,
-                                       dask_key_name=(f"grm-pass-{token}", i))
-        chains.append(sums)
+            acc = fold(acc, i)
+        chains.append(acc)
     while len(chains) > 1:  # pairwise: two sums in memory per addition
-        chains = [dask.delayed(_merge)(*chains[j:j + 2],
-                                       dask_key_name=(f"grm-merge-{token}", len(chains), j))
+        chains = [dask.delayed(merge)(*chains[j:j + 2],
+                                      dask_key_name=(merge_name, len(chains), j))
                   if j + 1 < len(chains) else chains[j] for j in range(0, len(chains), 2)]
-    total = chains[0] if chains else dask.delayed({})
-    return total, n_out, int(group.max(initial=-1)) + 1
+    return chains[0] if chains else None
 
 
 def _grm_finish(total, k):
@@ -272,8 +286,8 @@ def factor_rows(ds: xr.Dataset, variants: np.ndarray, samples: np.ndarray | None
     n_out = int(samples.sum())
     # a task per block holding kinship variants, reading its block itself (no read task
     # runs ahead of it and holds genotypes in memory, as in the GRM pass)
-    block = np.searchsorted(np.cumsum(dosage.chunks[0]), idx, side="right")
-    first = np.concatenate([[0], np.cumsum(dosage.chunks[0])])
+    first = np.cumsum((0,) + dosage.chunks[0])  # each block's first variant
+    block = np.searchsorted(first[1:], idx, side="right")
     source, ref = _block_source(dosage)
     s_d, w_d = (dask.delayed(v, pure=True) for v in (samples, covariates))
     token = dask.base.tokenize(dosage.name, idx, samples, covariates, maf, max_missing,

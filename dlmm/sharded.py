@@ -21,6 +21,7 @@ The null model comes from the same kind of sums (``U1'W``, ``U1'Y``, and
 from __future__ import annotations
 
 import functools
+import tempfile
 
 import numpy as np
 
@@ -126,9 +127,7 @@ def _read_rows(rows: DiskRows, j: int) -> np.ndarray:
     return rows.read(j)
 
 
-def _scratch(folder) -> "tempfile.TemporaryDirectory":
-    import tempfile
-
+def _scratch(folder) -> tempfile.TemporaryDirectory:
     from .errors import InputError
 
     try:
@@ -183,7 +182,7 @@ def lowrank_eigen(rows, used, *, scratch=None, rank: int | None = None,
     rows = rows.rechunk({0: max(rows.chunks[0])})
     z = _zarr(f"{tmp.name}/factor", (n, q), (chunks[0], rows.chunks[0][0]))
     _, q_used = dask.compute(da.store(rows.T, z, lock=False, compute=False), used.sum())
-    q_used = int(round(float(q_used)))
+    q_used = round(float(q_used))
     if not q_used:
         return np.zeros(0), None, 0
     Z = DiskRows(f"{tmp.name}/factor", chunks, q)
@@ -216,26 +215,15 @@ def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _gram(Z: DiskRows) -> np.ndarray:
-    """``Z^T Z`` (q, q) of a factor on disk: one sum per worker, each a chain of tasks
-    adding a chunk of samples in place (as the GRM pass does), then added pairwise."""
+    """``Z^T Z`` (q, q) of a factor on disk: one sum per worker, chunks of samples added
+    in place (:func:`dlmm.kinship.sum_per_worker`, as the GRM pass does)."""
     import dask
 
-    from .kinship import _n_workers
+    from .kinship import sum_per_worker
 
-    k = len(Z.chunks[0])
-    bounds = np.linspace(0, k, min(_n_workers(), k) + 1).astype(int)
-    token = dask.base.tokenize(Z.path, Z.chunks)
-    chains = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        acc = None
-        for j in range(lo, hi):
-            acc = dask.delayed(_gram_fold)(acc, Z, j, dask_key_name=(f"gram-{token}", j))
-        chains.append(acc)
-    while len(chains) > 1:  # pairwise: two sums in memory per addition
-        chains = [dask.delayed(_add)(*chains[j:j + 2], dask_key_name=(
-            f"gram-add-{token}", len(chains), j)) if j + 1 < len(chains) else chains[j]
-            for j in range(0, len(chains), 2)]
-    S = chains[0].compute()
+    token = dask.base.tokenize(Z)
+    S = sum_per_worker(len(Z.chunks[0]), lambda acc, j: dask.delayed(_gram_fold)(
+        acc, Z, j, dask_key_name=(f"gram-{token}", j)), _add, f"gram-add-{token}").compute()
     return np.tril(S) + np.tril(S, -1).T
 
 
