@@ -27,6 +27,7 @@ __all__ = [
     "variant_chunks",
     "contig_index",
     "kinship_variants",
+    "is_variant_count",
     "read_plink",
     "read_text_genotypes",
     "read_fam",
@@ -341,6 +342,11 @@ def _read_kinship_zarr(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return K, ids
 
 
+def is_variant_count(spec) -> bool:
+    """Whether ``--kinship-variants`` gives a count (digits), not a file of ids."""
+    return str(spec).strip().isdigit()
+
+
 def kinship_variants(spec: str | int, variant_id) -> np.ndarray:
     """The variants forming a low-rank kinship (``--kinship-variants``), as indices.
 
@@ -357,7 +363,7 @@ def kinship_variants(spec: str | int, variant_id) -> np.ndarray:
     """
     m = len(variant_id)
     text = str(spec).strip()
-    if text.isdigit():
+    if is_variant_count(text):
         count = int(text)
         if not 1 <= count <= m:
             raise InputError("--kinship-variants", f"{count} variants asked of {m}",

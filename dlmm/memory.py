@@ -10,9 +10,9 @@ process's resident memory: arrays, plus the Python runtime of each process
 (:data:`RUNTIME`).
 
 A task of the scan holds, per variant and per sample, the float32 genotypes it read (4
-bytes); it filters, rotates and fits them in slabs of a fixed size.  A task of the GRM pass holds
-the block it read (4) and its genotypes gathered in float32 (4; 8 in float64 with missing
-calls or ``--standardise``), and adds them into one n x n sum per worker.  A
+bytes); it filters, rotates and fits them in slabs of a fixed size.  A task of the GRM
+pass holds the block it read (4) and its genotypes gathered in float32 (4; 8 in float64
+with missing calls or ``--standardise``), and adds them into one n x n sum per worker.  A
 conversion task holds the float32 dosages, the int8 calls (ploidy bytes) and Zarr's
 encoding buffers.
 """

@@ -19,8 +19,8 @@ class NullModel:
     ----------
     s : (r,) kinship eigenvalues (those below ``kernels.EIGEN_TOL`` set to 0).
     U : (n, r) eigenvectors: a numpy array for the full rank (r = n); in the
-        low-rank mode (r < n) a Dask array chunked over samples
-        (:mod:`dlmm.sharded`), or None.
+        low-rank mode (r < n) chunked over samples, a :class:`dlmm.sharded.DiskRows`
+        or a Dask array (:mod:`dlmm.sharded`), or None.
     W : (n, c) covariates; Wr = U^T W.   yr : (r,) U^T y.   y : (n,) the phenotype.
     ml : the ML null fit (``kernels.Fit`` of one row): logl, lam, beta,
         sigma_sq_a, sigma_sq_e.

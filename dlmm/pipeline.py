@@ -18,7 +18,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from . import export, gemma_log, outputs, provenance, results, scanner
+from . import export, gemma_log, io, outputs, provenance, results, scanner
 from .errors import DlmmWarning, InputError, OptionError
 from .formats import open_genotypes
 from .inputs import ScanInputs, prepare_inputs
@@ -138,10 +138,9 @@ def _path(obj):
 
 
 def _variants_file(options: ScanOptions):
-    """``--kinship-variants`` when it names a file (not a count, as io.kinship_variants
-    reads it)."""
+    """``--kinship-variants`` when it names a file (not a count)."""
     spec = options.kinship_variants
-    return None if spec is None or str(spec).strip().isdigit() else _path(spec)
+    return None if spec is None or io.is_variant_count(spec) else _path(spec)
 
 
 def plotting_installed() -> bool:

@@ -6,9 +6,9 @@ stratum each; a leave-one-chromosome-out scan has one per trait group and chromo
 Set-up (kinship, eigendecomposition, null fits) runs once per stratum on the client;
 each stratum's shared state (eigenvectors, null fits) is scattered once; every chunk
 of variants is one task (read, filter, impute, rotate, fit, test) with its stratum's
-state.  In the low-rank mode the eigenvectors stay a Dask array chunked over samples
-and each chunk of variants is a task per chunk of samples, their sums added, then one
-task testing it (:mod:`dlmm.sharded`).  The result is a lazy ``xarray.Dataset`` laid
+state.  In the low-rank mode the eigenvectors are chunked over samples (on disk, or
+scattered) and each chunk of variants is a task per chunk of samples, their sums
+added, then one task testing it (:mod:`dlmm.sharded`).  The result is a lazy ``xarray.Dataset`` laid
 out by :mod:`dlmm.schema`.
 """
 
@@ -175,7 +175,8 @@ def _eigens(ds, inputs: ScanInputs, mask, W, options: ScanOptions, phase):
             phase(f"eigendecomposition of the {n:,} x {n:,} kinship without contig {c}")
             yield int(c), _eigh(_no_nan(K[c][np.ix_(mask, mask)], ds), center, None, None), None
     elif inputs.kinship_variants is not None:
-        phase(f"GRM factor of {inputs.kinship_variants.size:,} kinship variants and its SVD")
+        phase(f"GRM factor of {inputs.kinship_variants.size:,} kinship variants and its "
+              "eigendecomposition")
         eig, used = _lowrank_eig(ds, mask, W, inputs.kinship_variants, options.kinship_rank,
                                  center, source, scratch=options.scratch, **kw)
         yield None, eig, used
@@ -232,9 +233,6 @@ def _lowrank_eig(ds, samples, W, variants, rank, center, source, maf, max_missin
     # P K P = (P Z)(P Z)^T: centring the factor's rows double-centres K
     _, rows, used = factor_rows(ds, variants, samples, W, center=center, maf=maf,
                                 max_missing=max_missing)
-    if not rows.shape[0]:
-        raise InputError(source, "no kinship variant", "choose variants for "
-                         "--kinship-variants")
     s, U1, n_used = lowrank_eigen(rows, used, scratch=scratch, rank=rank)
     if n_used == 0:
         raise InputError(source, f"none of the {rows.shape[0]} kinship variants passes the "

@@ -28,8 +28,8 @@ import numpy as np
 from . import kernels, lowrank, memory, sums
 from .nullmodel import NullModel, fit_null_rotated, null_figures
 
-__all__ = ["DiskRows", "lowrank_eigen", "lowrank_nulls", "lowrank_scan_blocks", "rows_to_workers",
-           "sample_chunks"]
+__all__ = ["DiskRows", "lowrank_eigen", "lowrank_nulls", "lowrank_scan_blocks",
+           "rows_to_workers", "sample_chunks"]
 
 #: Bytes of U1 (or the factor) per chunk of samples, and so per task with the block's
 #: piece.
@@ -125,6 +125,11 @@ class DiskRows:
 
 def _read_rows(rows: DiskRows, j: int) -> np.ndarray:
     return rows.read(j)
+
+
+def _as_dask(U1):
+    """U1 (:class:`DiskRows` or a Dask array) as a Dask array."""
+    return U1.to_dask() if isinstance(U1, DiskRows) else U1
 
 
 def _scratch(folder) -> tempfile.TemporaryDirectory:
@@ -244,8 +249,7 @@ def lowrank_nulls(s: np.ndarray, U1, W: np.ndarray, Y: np.ndarray, *, solver: st
     """
     n, c = W.shape
     F = np.column_stack([W, Y]).astype(np.float64)
-    U = U1.to_dask() if isinstance(U1, DiskRows) else U1
-    Fr = (U.T @ rows_to_workers(F, U1.chunks[0])).compute()
+    Fr = (_as_dask(U1).T @ rows_to_workers(F, U1.chunks[0])).compute()
     FF = F.T @ F
     nulls = []
     for j in range(Y.shape[1]):
@@ -306,7 +310,7 @@ def lowrank_scan_blocks(dosage, samples: np.ndarray, s: np.ndarray, U1, W: np.nd
     if sample_chunk is not None:
         chunks = sample_chunks(n, U1.shape[1], sample_chunk)
         if chunks != U1.chunks[0]:
-            U1 = (U1.to_dask() if isinstance(U1, DiskRows) else U1).rechunk({0: chunks})
+            U1 = _as_dask(U1).rechunk({0: chunks})
     # U1 on disk: each task reads its rows (none stays on a worker); else U1's chunk keys
     u_piece, u_deps = ((U1.piece, []) if isinstance(U1, DiskRows) else
                        (lambda j: (U1.name, j, 0), [U1]))
@@ -322,8 +326,7 @@ def lowrank_scan_blocks(dosage, samples: np.ndarray, s: np.ndarray, U1, W: np.nd
         Fr=np.column_stack([nulls[0].Wr] + [x.yr for x in nulls]),
         **null_figures(nulls, solver, em_start)), pure=True)
     cols = kernels.result_columns(model, kernels._check_tests(tests))
-    u_name = U1.path if isinstance(U1, DiskRows) else U1.name
-    token = tokenize(dos.name, u_name, Fd.name, shared.key, model, solver, tests, maf,
+    token = tokenize(dos.name, U1, Fd.name, shared.key, model, solver, tests, maf,
                      max_missing, em_tol, em_max_iter)
     part_name, add_name, name = (f"lowrank-{k}-{token}" for k in ("sums", "add", "scan"))
     part = functools.partial(_chunk_task, model=model)

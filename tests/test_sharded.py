@@ -1,8 +1,9 @@
 """The low-rank scan sharded over samples (``dlmm.sharded``).
 
 * On real ``dask worker`` processes whose memory limit is below the size of U1
-  (U1 is on disk, each task reads its rows; no task sees U1 whole): equal to dlmm's full-rank path given the same rank-r kinship (numpy, U whole
-  in memory, every sample of a block at once), to 1e-8, with missing calls,
+  (U1 is on disk, each task reads its rows; no task sees U1 whole): equal to dlmm's
+  full-rank path given the same rank-r kinship (numpy, U whole in memory, every
+  sample of a block at once), to 1e-8, with missing calls,
   both models, the exact solver with the four tests (LRT, Wald, score, least squares)
   and the EM solver with both starts.
 * The same results whatever the chunking over samples and over variants.
@@ -15,14 +16,13 @@ from pathlib import Path
 import dask
 import numpy as np
 import pytest
+from _cluster import dask_cluster
 
 import dlmm
 from dlmm import kernels, schema, sharded, store
 from dlmm.io import open_store
 from dlmm.kinship import dosage_blocks, factor_rows
 from dlmm.simulate import simulate_population
-
-from _cluster import dask_cluster
 
 N, M = 2400, 600
 #: below U1's size (about 2387 x 300 float64, 5.7 MB).  A task's inputs must fit (Dask
